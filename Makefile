@@ -1,0 +1,34 @@
+# The two commands of the README, each doing its own set-up:
+#   make demo   set up, simulate the demo cohort once, run `kedro run --pipelines=train`
+#   make test   set up, run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_RAW := data/01_raw/demo_her2st
+
+.PHONY: setup demo demo-data test viz lab clean-data
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip check
+	touch $@
+
+demo-data: setup
+	@if [ -d $(DEMO_RAW) ] && [ -n "$$(ls -A $(DEMO_RAW) 2>/dev/null)" ]; then echo "demo cohort present: $(DEMO_RAW)"; \
+	else $(BIN)/kedro run --pipelines=demo_cohort; fi
+
+demo: demo-data
+	$(BIN)/kedro run --pipelines=train
+
+test: setup
+	$(BIN)/python -m pytest
+
+viz: setup
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
+
+lab: setup
+	$(BIN)/kedro jupyter lab --ip 127.0.0.1 --no-browser

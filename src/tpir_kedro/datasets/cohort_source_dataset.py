@@ -1,0 +1,99 @@
+"""Datasets for raw cohort folders: they load a lazy source handle, never the data itself.
+
+Like ``PartitionedDataset``, loading returns something to read from (a
+:class:`~tpir_kedro.cohort.sources.Her2stDirectory`), so the reading node can pick sections and
+read them in parallel. ``Her2stDirectoryDataset`` can also *save* a
+:class:`~tpir_kedro.cohort.her2st_layout.Her2stLayout` (the demo simulator's output).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+
+from tpir_kedro.cohort.her2st_layout import Her2stLayout, write_her2st_layout
+from tpir_kedro.cohort.sources import Her2stDirectory, VisiumDirectory
+
+
+class Her2stDirectoryDataset(AbstractVersionedDataset[Her2stLayout, Her2stDirectory]):
+    """A folder in the HER2ST layout (``ST-cnts``, ``ST-spotfiles``, ``ST-pat/lbl``, ``ST-imgs``).
+
+    Args:
+        path: the folder (the HER2ST download's ``data/`` folder, or where the demo is written).
+        image_overrides: section -> ``{path, scale}`` for images outside ``ST-imgs``.
+        read_only: refuse to save (real downloads are never written to).
+        missing_hint: appended to the error when the folder does not exist.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        version: Version | None = None,
+        image_overrides: dict[str, dict] | None = None,
+        read_only: bool = False,
+        missing_hint: str = "",
+        metadata: dict[str, Any] | None = None,
+    ):
+        super().__init__(filepath=PurePosixPath(path), version=version)
+        self._image_overrides = dict(image_overrides or {})
+        self._read_only = read_only
+        self._missing_hint = missing_hint
+        self.metadata = metadata
+
+    def load(self) -> Her2stDirectory:
+        try:
+            root = Path(self._get_load_path())
+        except DatasetError as exc:
+            raise DatasetError(f"no cohort folder at {self._filepath}. {self._missing_hint}".strip()) from exc
+        if not root.is_dir():
+            raise DatasetError(f"no cohort folder at {root}. {self._missing_hint}".strip())
+        return Her2stDirectory(root=root, image_overrides=self._image_overrides)
+
+    def save(self, data: Her2stLayout) -> None:
+        if self._read_only:
+            raise DatasetError(f"{self._filepath} is a read-only cohort source; refusing to write into it")
+        if not isinstance(data, Her2stLayout):
+            raise DatasetError(f"Her2stDirectoryDataset saves a Her2stLayout, got {type(data).__name__}")
+        write_her2st_layout(data, Path(self._get_save_path()))
+
+    def _exists(self) -> bool:
+        return Path(self._get_load_path()).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath), "version": self._version, "read_only": self._read_only}
+
+
+class VisiumDirectoryDataset(AbstractVersionedDataset[None, VisiumDirectory]):
+    """Space Ranger ``outs/`` folders, one per section (read-only).
+
+    Example::
+
+        raw_cohort:
+          type: tpir_kedro.datasets.VisiumDirectoryDataset
+          path: /data/visium_cohort
+          sections:
+            P1_S1: {patient: P1, outs: P1_S1/outs, image: P1_S1/he.tif, labels: P1_S1/labels.csv}
+    """
+
+    def __init__(self, *, path: str, sections: dict[str, dict], metadata: dict[str, Any] | None = None):
+        super().__init__(filepath=PurePosixPath(path), version=None)
+        self._sections = dict(sections)
+        self.metadata = metadata
+
+    def load(self) -> VisiumDirectory:
+        root = Path(self._filepath)
+        if not root.is_dir():
+            raise DatasetError(f"no Visium cohort folder at {root}")
+        return VisiumDirectory(root=root, sections=self._sections)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("VisiumDirectoryDataset is read-only")
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath), "sections": sorted(self._sections)}

@@ -1,0 +1,1 @@
+"""Evaluation: fold logic, probes and metrics."""

@@ -1,0 +1,21 @@
+"""Kedro project settings."""
+
+import os
+
+from kedro.config import OmegaConfigLoader
+
+
+def _env(name: str, default: str | None = None) -> str:
+    """``${env:NAME,default}`` in any config file: where real data lives differs per machine."""
+    value = os.environ.get(name, default)
+    if value is None:
+        raise ValueError(f"environment variable {name} is not set and has no default")
+    return value
+
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "custom_resolvers": {"env": _env},
+}
