@@ -18,4 +18,6 @@ CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "custom_resolvers": {"env": _env},
+    # An environment overrides single keys (conf/her2st sets patches.size_px only), not whole blocks.
+    "merge_strategy": {"parameters": "soft"},
 }

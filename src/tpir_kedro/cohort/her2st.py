@@ -71,7 +71,7 @@ def discover_her2st_sections(
 ) -> list[Her2stSection]:
     """List the sections under ``root`` (all with a counts file, or those named in ``sections``).
 
-    ``image_overrides`` maps a section to ``{"path": relative-or-absolute, "scale": float}`` for
+    ``image_overrides`` maps a section to ``{"file": relative-or-absolute, "scale": float}`` for
     images kept elsewhere or at another resolution (e.g. HER2ST's ``app-imgs`` A1 thumbnail).
     """
     root = Path(root)
@@ -106,7 +106,7 @@ def discover_her2st_sections(
 
 def _find_image(root: Path, patient: str, name: str, override: dict | None) -> tuple[Path | None, float]:
     if override:
-        path = Path(override["path"])
+        path = Path(override["file"])
         return (path if path.is_absolute() else root / path), float(override.get("scale", 1.0))
     folder = root / "ST-imgs" / patient / name
     candidates = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
@@ -134,6 +134,13 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path, sectio
         )
 
 
+def _require_numeric(frame: pd.DataFrame, columns: list[str], path: Path, section: str, what: str) -> None:
+    text = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if text:
+        examples = {c: frame[c][pd.to_numeric(frame[c], errors="coerce").isna() & frame[c].notna()].iloc[:3].tolist() for c in text}
+        raise CohortInputError(f"{what} has non-numeric values in column(s) {examples}", path=path, section=section)
+
+
 def read_her2st_section(section: Her2stSection, options: ReadOptions | None = None) -> AnnData:
     """Read one section into the cohort format; what was dropped is in ``uns["sections"]``."""
     options = options or ReadOptions()
@@ -142,11 +149,19 @@ def read_her2st_section(section: Her2stSection, options: ReadOptions | None = No
     counts.index = counts.index.astype(str)
     if counts.shape[0] == 0 or counts.shape[1] == 0:
         raise CohortInputError("counts table is empty", path=section.counts_path, section=name)
+    repeated = counts.index[counts.index.duplicated()]
+    if len(repeated):
+        raise CohortInputError(
+            f"{len(repeated)} spot id(s) appear more than once (e.g. {list(repeated[:3])})",
+            path=section.counts_path,
+            section=name,
+        )
     counts, n_duplicate_genes = sum_duplicate_genes(counts)
     matrix = integer_counts(counts, path=section.counts_path, section=name)
 
     spots = _read_table(section.spots_path, name, "spot")
     _require_columns(spots, ["x", "y", "pixel_x", "pixel_y"], section.spots_path, name, "spot file")
+    _require_numeric(spots, ["x", "y", "pixel_x", "pixel_y"], section.spots_path, name, "spot file")
     spots = spots.dropna(subset=["x", "y"])
     spots.index = [spot_id(x, y) for x, y in zip(spots["x"], spots["y"])]
     spots = spots[~spots.index.duplicated()]
@@ -160,6 +175,17 @@ def read_her2st_section(section: Her2stSection, options: ReadOptions | None = No
         )
     spots = spots.loc[counts.index]
     keep = spots["selected"].to_numpy() != 0 if "selected" in spots.columns else np.ones(len(spots), bool)
+    if not keep.any():
+        raise CohortInputError(
+            f"none of the {len(keep)} spot(s) is selected (column 'selected' is 0)", path=section.spots_path, section=name
+        )
+    no_pixel = spots[["pixel_x", "pixel_y"]].isna().any(axis=1).to_numpy() & keep
+    if no_pixel.any():
+        raise CohortInputError(
+            f"{int(no_pixel.sum())} spot(s) lack pixel_x/pixel_y (e.g. {list(counts.index[no_pixel][:3])})",
+            path=section.spots_path,
+            section=name,
+        )
 
     labels, label_report = _read_labels(section, counts.index)
     um_per_px, um_source, image_wh = _image_scale(section, spots, options)
@@ -215,6 +241,7 @@ def _read_labels(section: Her2stSection, spot_ids: pd.Index) -> tuple[np.ndarray
     path = section.labels_path
     table = _read_table(path, section.name, "label")
     _require_columns(table, ["x", "y", "label"], path, section.name, "label file")
+    _require_numeric(table, ["x", "y"], path, section.name, "label file")
     na = table[["x", "y"]].isna().any(axis=1) | table["label"].isna()
     table = table[~na]
     text = table["label"].astype(str).str.strip()

@@ -22,7 +22,7 @@ class Her2stDirectoryDataset(AbstractVersionedDataset[Her2stLayout, Her2stDirect
 
     Args:
         path: the folder (the HER2ST download's ``data/`` folder, or where the demo is written).
-        image_overrides: section -> ``{path, scale}`` for images outside ``ST-imgs``.
+        image_overrides: section -> ``{file, scale}`` (``file`` relative to ``path``) for images outside ``ST-imgs``.
         read_only: refuse to save (real downloads are never written to).
         missing_hint: appended to the error when the folder does not exist.
     """
