@@ -121,7 +121,8 @@ def _read_table(path: Path, section: str, what: str, **kwargs) -> pd.DataFrame:
     if not path.is_file():
         raise CohortInputError(f"{what} file is missing", path=path, section=section)
     try:
-        return pd.read_csv(path, sep="\t", **kwargs)
+        # low_memory=False: one pass over wide tables (15k gene columns), ~2x faster here.
+        return pd.read_csv(path, sep="\t", low_memory=False, **kwargs)
     except (OSError, ValueError, pd.errors.ParserError, EOFError) as exc:
         raise CohortInputError(f"{what} file is unreadable: {exc}", path=path, section=section) from exc
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +46,9 @@ def write_her2st_layout(layout: Her2stLayout, root: str | Path, jpeg_quality: in
     if root.exists():
         raise FileExistsError(f"{root} exists; refusing to overwrite it")
     root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    # Not tempfile.mkdtemp: its 0700 would make the cohort private to whoever wrote it.
+    staging = root.parent / f".{root.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir()
     try:
         for name, tables in layout.sections.items():
             _write_section(staging, name, tables, jpeg_quality)

@@ -9,7 +9,7 @@ disabling the guard process-wide.
 from __future__ import annotations
 
 import contextlib
-import warnings
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -19,17 +19,30 @@ from tpir_kedro.cohort.errors import CohortInputError
 # 1 gigapixel RGB is 3 GB decoded: large enough for 40x ST sections, small enough to catch garbage.
 DEFAULT_MAX_PIXELS = 1_000_000_000
 
+# PIL's limit is one process-wide value and sections are opened from several threads at once
+# (reading and tiling with n_jobs > 1): saved and restored per call, one thread would restore
+# another's raised value and leave the guard raised for good. So the raised value is shared, the
+# largest limit of the images open now (PIL's own once none is), and each image is checked against
+# its own limit explicitly.
+_LIMIT_LOCK = threading.Lock()
+_open_limits: list[int] = []
+_pil_limit: int | None = Image.MAX_IMAGE_PIXELS
+
 
 @contextlib.contextmanager
 def _pixel_limit(max_pixels: int):
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    global _pil_limit
+    with _LIMIT_LOCK:
+        if not _open_limits:
+            _pil_limit = Image.MAX_IMAGE_PIXELS
+        _open_limits.append(max_pixels)
+        Image.MAX_IMAGE_PIXELS = max(_open_limits)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     finally:
-        Image.MAX_IMAGE_PIXELS = previous
+        with _LIMIT_LOCK:
+            _open_limits.remove(max_pixels)
+            Image.MAX_IMAGE_PIXELS = max(_open_limits) if _open_limits else _pil_limit
 
 
 @contextlib.contextmanager
@@ -54,6 +67,13 @@ def open_slide_image(path: str | Path, *, section: str | None = None, max_pixels
         except (OSError, SyntaxError, ValueError) as exc:
             raise CohortInputError(f"image is unreadable: {exc}", path=path, section=section) from exc
         try:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise CohortInputError(
+                    f"image is larger than the configured limit of {max_pixels:,} pixels ({width}x{height})",
+                    path=path,
+                    section=section,
+                )
             yield image
         finally:
             image.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -53,8 +53,8 @@ class AnnDataDataset(AbstractVersionedDataset[AnnData, AnnData]):
             raise DatasetError(f"AnnDataDataset can only save AnnData, got {type(data).__name__}")
         path = Path(self._get_save_path())
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        # Not tempfile.mkstemp: its 0600 would make the h5ad private to whoever ran the pipeline.
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         try:
             data.write_h5ad(tmp, **self._save_args)
             os.replace(tmp, path)

@@ -45,7 +45,7 @@ class Her2stDirectoryDataset(AbstractVersionedDataset[Her2stLayout, Her2stDirect
 
     def load(self) -> Her2stDirectory:
         try:
-            root = Path(self._get_load_path())
+            root = Path(self._get_load_path()).resolve()
         except DatasetError as exc:
             raise DatasetError(f"no cohort folder at {self._filepath}. {self._missing_hint}".strip()) from exc
         if not root.is_dir():

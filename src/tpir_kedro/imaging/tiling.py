@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -87,7 +87,7 @@ def plan_tiling(cohort: AnnData, size_um: float, size_px: int, max_image_pixels:
     return TilingPlan(size_um=float(size_um), size_px=int(size_px), sections=tuple(sections), sections_without_image=tuple(without), max_image_pixels=max_image_pixels)
 
 
-def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndarray, max_image_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, dict]:
+def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndarray, max_image_pixels: int = DEFAULT_MAX_PIXELS, threads: int = 1) -> tuple[np.ndarray, dict]:
     """Cut one section's patches into ``out`` ((n, size_px, size_px, 3) uint8, written in place).
 
     Returns the per-patch padded flags and a report (decode factor, decoded size).
@@ -97,16 +97,32 @@ def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndar
     with open_slide_image(tiles.image_path, section=tiles.section, max_pixels=max_image_pixels) as image:
         full_w, full_h = image.size
         if image.format == "JPEG" and factor > 1:
-            image.draft("RGB", (int(np.ceil(full_w / factor)), int(np.ceil(full_h / factor))))
+            # PIL picks the draft scale as min(full // requested): request the floor, since a
+            # rounded-up size (e.g. 501 for 1001 px at 1/2) makes that 1 and decodes in full.
+            drafted = image.draft("RGB", (max(1, full_w // factor), max(1, full_h // factor)))
+            factor = 1 if drafted is None else round(full_w / drafted[1][2])  # the scale applied
+        else:
+            factor = 1
         try:
-            image = image.convert("RGB")  # decodes
+            image.load()  # decodes; convert() would copy even an RGB image
+            if image.mode != "RGB":
+                image = image.convert("RGB")
         except OSError as exc:
             raise CohortInputError(f"image could not be decoded: {exc}", path=tiles.image_path, section=tiles.section) from exc
-        scale_x, scale_y = image.size[0] / full_w, image.size[1] / full_h
-        boxes = patch_boxes(tiles.centres_xy, side) * np.array([scale_x, scale_y, scale_x, scale_y])
-        padded = boxes_outside(boxes, *image.size)
-        for i, box in enumerate(boxes):
-            out[i] = _cut(image, box, size_px) if not padded[i] else _cut_padded(image, box, size_px)
+        boxes = patch_boxes(tiles.centres_xy, side)
+        padded = boxes_outside(boxes, full_w, full_h)
+        boxes = boxes / factor  # a draft maps the full frame onto [0, full / factor], not onto its rounded-up size
+
+        def cut(i: int) -> None:
+            out[i] = _cut(image, boxes[i], size_px) if not padded[i] else _cut_padded(image, boxes[i], size_px)
+
+        # PIL releases the GIL while resampling, so patches of one decoded image cut in parallel.
+        if threads > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                list(pool.map(cut, range(len(boxes))))
+        else:
+            for i in range(len(boxes)):
+                cut(i)
     report = {"decode_factor": factor, "decoded_width": image.size[0], "decoded_height": image.size[1], "n_padded": int(padded.sum())}
     return padded, report
 
@@ -133,22 +149,20 @@ def write_patch_store(plan: TilingPlan, path: str | Path, n_jobs: int = 1) -> Pa
     if plan.n_patches == 0:
         raise CohortInputError("no section has an image, so there is nothing to tile", path=path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    # Not tempfile.mkdtemp: its 0700 would make the store private to whoever tiled it.
+    staging = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir()
     try:
         patches = np.lib.format.open_memmap(
             staging / PATCHES_FILE, mode="w+", dtype=np.uint8, shape=(plan.n_patches, plan.size_px, plan.size_px, 3)
         )
         starts = np.cumsum([0] + [len(s.obs_names) for s in plan.sections])
 
-        def run(i: int):
-            s = plan.sections[i]
-            return tile_section(s, plan.size_um, plan.size_px, patches[starts[i] : starts[i + 1]], plan.max_image_pixels)
-
-        if n_jobs > 1:
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                results = list(pool.map(run, range(len(plan.sections))))
-        else:
-            results = [run(i) for i in range(len(plan.sections))]
+        # One section at a time (one decoded image in memory), its patches cut by n_jobs threads.
+        results = [
+            tile_section(s, plan.size_um, plan.size_px, patches[starts[i] : starts[i + 1]], plan.max_image_pixels, threads=n_jobs)
+            for i, s in enumerate(plan.sections)
+        ]
         patches.flush()
         del patches
         index = pd.concat(
