@@ -43,7 +43,7 @@ def stage_decode(image: Path) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def stage_tile(root: Path, size_px: int) -> dict:
+def stage_tile(root: Path, size_px: int, n_jobs: int) -> dict:
     from tpir_kedro.cohort.sources import Her2stDirectory
     from tpir_kedro.imaging.tiling import plan_tiling, write_patch_store
 
@@ -51,7 +51,7 @@ def stage_tile(root: Path, size_px: int) -> dict:
     plan = plan_tiling(cohort, size_um=112, size_px=size_px)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        store = write_patch_store(plan, Path(tmp) / "store")
+        store = write_patch_store(plan, Path(tmp) / "store", n_jobs=n_jobs)
         seconds = time.perf_counter() - t0
         meta = store.meta["sections"]["C2"]
     return {"seconds": seconds, "n_patches": plan.n_patches, "decode_factor": meta["decode_factor"]}
@@ -66,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--her2st", type=Path, default=Path(os.environ.get("TPIR_HER2ST_DIR", DEFAULT_HER2ST)))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2, help="threads cutting patches (the catalog's n_jobs)")
     parser.add_argument("--stage", help=argparse.SUPPRESS)
     parser.add_argument("--size-px", type=int, default=224, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -73,7 +74,7 @@ def main() -> None:
     c2 = next((root / "ST-imgs" / "C" / "C2").glob("*.jpg"))
 
     if args.stage:
-        result = {"read_all": lambda: stage_read_all(root), "decode": lambda: stage_decode(c2), "tile": lambda: stage_tile(root, args.size_px)}[args.stage]()
+        result = {"read_all": lambda: stage_read_all(root), "decode": lambda: stage_decode(c2), "tile": lambda: stage_tile(root, args.size_px, args.jobs)}[args.stage]()
         result["peak_rss_mb"] = _peak_rss_mb()
         print(json.dumps(result))
         return
@@ -84,9 +85,9 @@ def main() -> None:
     decode = min((_child(["--stage", "decode", "--her2st", str(root)]) for _ in range(args.repeats)), key=lambda r: r["seconds"])
     print(f"decode C2 JPEG alone ({c2.name}): {decode['seconds']:.2f} s, peak RSS {decode['peak_rss_mb']:.0f} MB")
     for size_px in (224, 64):
-        tile = min((_child(["--stage", "tile", "--her2st", str(root), "--size-px", str(size_px)]) for _ in range(args.repeats)), key=lambda r: r["seconds"])
+        tile = min((_child(["--stage", "tile", "--her2st", str(root), "--size-px", str(size_px), "--jobs", str(args.jobs)]) for _ in range(args.repeats)), key=lambda r: r["seconds"])
         print(f"tile C2, 112 µm -> {size_px} px: {tile['n_patches']} patches in {tile['seconds']:.2f} s "
-              f"(JPEG draft 1/{tile['decode_factor']}), {tile['seconds'] / decode['seconds']:.2f}x decode alone, "
+              f"(JPEG draft 1/{tile['decode_factor']}, {args.jobs} threads), {tile['seconds'] / decode['seconds']:.2f}x decode alone, "
               f"peak RSS {tile['peak_rss_mb']:.0f} MB")
 
 
