@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from tpir_kedro.pipelines import data_engineering, demo_cohort
+from tpir_kedro.pipelines import data_engineering, demo_cohort, gene_vae
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     pipelines = {
         "demo_cohort": demo_cohort.create_pipeline(),
         "data_engineering": data_engineering.create_pipeline(),
+        "gene_vae": gene_vae.create_pipeline(),
     }
-    pipelines["train"] = pipelines["data_engineering"]
+    pipelines["train"] = pipelines["data_engineering"] + pipelines["gene_vae"]
     pipelines["__default__"] = pipelines["train"]
     return pipelines

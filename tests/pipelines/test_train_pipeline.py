@@ -21,6 +21,8 @@ TINY_PARAMS = {
     "genes": {"n_top_genes": 50},
     "patches": {"size_px": 32},
     "batch_effect": {"n_top_genes": 100, "n_pcs": 10},
+    "gene_vae": {"n_latent": 4, "n_hidden": 32, "scvi_max_epochs": 5, "scanvi_max_epochs": 2, "accelerator": "cpu"},
+    "gene_scorecard": {"n_pcs": 10},
 }
 
 
@@ -64,6 +66,21 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project):
     effect = catalog.load("raw_batch_effect")
     assert effect["silhouette_patient"] > effect["silhouette_class"]
 
+    # gene_vae: an scVI and an scANVI encoder per fold and for all patients, embeddings, scorecard.
+    encoders = catalog.load("gene_encoders")
+    assert set(encoders) == set(genes) and all(set(e) == {"scvi", "scanvi"} for e in encoders.values())
+    embedded = catalog.load("cohort_gene_embeddings")
+    for key, width in (("X_pca", 10), ("X_harmony", 10), ("X_scvi", 4), ("X_scanvi", 4)):
+        assert embedded.obsm[key].shape == (embedded.n_obs, width) and np.isfinite(embedded.obsm[key]).all()
+    scorecard = catalog.load("gene_embedding_scorecard")
+    assert list(scorecard["embedding"]) == ["pca", "harmony", "scvi", "scanvi", "majority"]
+    for column in ("ilisi", "silhouette_patient", "lopo_knn_macro_f1", "lopo_knn_macro_f1_sd"):
+        assert column in scorecard.columns
+    assert scorecard.loc[scorecard["embedding"] == "scvi", "unseen_patient_max_abs_change"].item() < 1e-4
+    transfer = catalog.load("gene_label_transfer")
+    assert set(transfer["held_out_patient"]) == {"A", "B", "C"}
+    assert (project / "data/08_reporting/gene_umap_by_patient.json").is_dir()
+
     # Versioned outputs: a second run adds versions and leaves the first ones untouched.
     first = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     before = (first[0] / "cohort.h5ad").read_bytes()
@@ -75,7 +92,7 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project):
 def test_her2st_env_reads_the_real_files(project, her2st_dir, monkeypatch):
     monkeypatch.setenv("TPIR_HER2ST_DIR", str(her2st_dir))
     extra = {"cohort": {"sections": ["A1", "B1", "C2", "C3"]}, "genes": {"n_top_genes": 300}}
-    catalog = _run(project, "train", env="her2st", extra=extra)
+    catalog = _run(project, "data_engineering", env="her2st", extra=extra)
     cohort = catalog.load("cohort")
     assert sorted(cohort.obs["section"].unique()) == ["A1", "B1", "C2", "C3"]
     store = catalog.load("patch_store")

@@ -13,22 +13,24 @@ from anndata import AnnData
 from sklearn.metrics import silhouette_score
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER, is_classified
+from tpir_kedro.models.expression_baselines import LogNormalisedPca, log_normalise
 
 
 def log_normalised_pca(adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30, seed: int = 0) -> np.ndarray:
-    """(n_spots, n_pcs) PCA of log1p(CP10k) counts on the most variable genes of ``adata``."""
-    work = AnnData(X=adata.layers[COUNTS_LAYER].astype(np.float32), obs=adata.obs[[]].copy())
-    work.var_names = adata.var_names
-    sc.pp.normalize_total(work, target_sum=1e4)
-    sc.pp.log1p(work)
-    n_top = min(n_top_genes, work.n_vars)
-    if n_top < work.n_vars:
+    """(n_spots, n_pcs) PCA of log1p(CP10k) counts on the most variable genes of ``adata``.
+
+    Descriptive, not a fold model: the genes (scanpy ``seurat`` HVG on log-normalised counts) and
+    the :class:`LogNormalisedPca` are fitted on every spot of ``adata``.
+    """
+    genes = list(adata.var_names)
+    n_top = min(n_top_genes, adata.n_vars)
+    if n_top < adata.n_vars:
+        work = AnnData(X=log_normalise(adata.layers[COUNTS_LAYER]), obs=adata.obs[[]].copy())
+        work.var_names = adata.var_names
         sc.pp.highly_variable_genes(work, n_top_genes=n_top, flavor="seurat")
-        work = work[:, work.var["highly_variable"]].copy()
-    work.X = work.X.toarray() if hasattr(work.X, "toarray") else work.X
-    sc.pp.scale(work, max_value=10)
-    n_pcs = min(n_pcs, work.n_vars - 1, work.n_obs - 1)
-    return sc.pp.pca(work.X, n_comps=n_pcs, random_state=seed)
+        genes = list(work.var_names[work.var["highly_variable"].to_numpy()])
+    patients = adata.obs["patient"].astype(str).unique()
+    return LogNormalisedPca(max_value=10).fit_transform(adata, genes, patients, n_pcs=n_pcs, seed=seed)
 
 
 def silhouettes_by_patient_and_class(adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30, seed: int = 0) -> dict:

@@ -1,0 +1,1 @@
+"""Figures and tables users look at (plotly), built from pipeline outputs."""
