@@ -6,10 +6,11 @@ import dataclasses
 
 import numpy as np
 import pytest
+from sklearn.metrics import silhouette_score
 
 from tpir_kedro.cohort.batch_effect import silhouettes_by_patient_and_class
 from tpir_kedro.cohort.demo import DemoCohortConfig, simulate_demo_cohort
-from tpir_kedro.cohort.schema import TISSUE_CLASSES, UNDETERMINED, validate_cohort
+from tpir_kedro.cohort.schema import TISSUE_CLASSES, UNDETERMINED, is_classified, validate_cohort
 from tpir_kedro.cohort.sources import Her2stDirectory
 
 
@@ -74,3 +75,32 @@ def test_classes_are_spatially_coherent_and_compositions_differ_by_patient(defau
     assert np.mean(same) > chance + 0.2
     composition = labelled.groupby("patient", observed=True)["label"].value_counts(normalize=True).unstack(fill_value=0)
     assert (composition.max(axis=0) - composition.min(axis=0)).max() > 0.15
+
+
+def test_scvi_mixes_the_demo_patients_better_than_pca(default_demo_cohort):
+    """What the simulator was built for: a batch effect scVI can (partly) remove and PCA keeps."""
+    from sklearn.neighbors import NearestNeighbors
+
+    from tpir_kedro.cohort.gene_selection import select_genes
+    from tpir_kedro.cohort.spot_qc import add_batch_labels
+    from tpir_kedro.models.expression_baselines import LogNormalisedPca
+    from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
+
+    cohort = add_batch_labels(default_demo_cohort, "patient")
+    patients = sorted(cohort.obs["patient"].unique())
+    genes = select_genes(cohort, patients, n_top_genes=300)
+    config = GeneVaeConfig(scvi_max_epochs=100, scanvi_max_epochs=1, accelerator="cpu", seed=0)  # the pipeline default
+    scvi_z = fit_gene_encoders(cohort, genes, config)["scvi"].embed(cohort)
+    pca = LogNormalisedPca().fit(cohort, genes, patients, n_pcs=10).transform(cohort)
+    patient = cohort.obs["patient"].astype(str).to_numpy()
+
+    def other_patient_neighbours(x):
+        idx = NearestNeighbors(n_neighbors=16).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+        return (patient[idx] != patient[:, None]).mean()
+
+    def silhouette_patient(x):
+        labelled = is_classified(cohort.obs["label"])
+        return silhouette_score(x[labelled], patient[labelled])
+
+    assert other_patient_neighbours(scvi_z) > other_patient_neighbours(pca) + 0.02
+    assert silhouette_patient(scvi_z) < silhouette_patient(pca) - 0.05

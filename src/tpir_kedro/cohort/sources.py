@@ -1,7 +1,8 @@
 """Cohort sources: a folder of raw files that can be read, section by section, into one cohort.
 
 Every source has ``read(sections, options, n_jobs) -> AnnData``, so the pipeline does not care
-whether the files are in the HER2ST layout or are Space Ranger outputs.
+whether the files are in the HER2ST layout or are Space Ranger outputs. ``sections`` is None (all),
+a list of names, or ``"labelled"`` (HER2ST: the sections with a label file).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.her2st import ReadOptions, discover_her2st_sections, read_her2st_section
 from tpir_kedro.cohort.visium import VisiumSection, read_visium_section
 
+LABELLED_SECTIONS = "labelled"  # ``sections="labelled"``: every section with pathologist labels
+
 
 @dataclass(frozen=True)
 class Her2stDirectory:
@@ -26,7 +29,12 @@ class Her2stDirectory:
     image_overrides: dict[str, dict] = field(default_factory=dict)
 
     def read(self, sections: list[str] | None = None, options: ReadOptions | None = None, n_jobs: int = 1) -> AnnData:
-        found = discover_her2st_sections(self.root, sections, self.image_overrides)
+        if sections == LABELLED_SECTIONS:
+            found = [s for s in discover_her2st_sections(self.root, None, self.image_overrides) if s.labels_path is not None]
+            if not found:
+                raise CohortInputError("no section has a label file (ST-pat/lbl)", path=self.root)
+        else:
+            found = discover_her2st_sections(self.root, sections, self.image_overrides)
         return concat_sections(read_sections_parallel(partial(read_her2st_section, options=options), found, n_jobs))
 
 

@@ -47,6 +47,12 @@ class GeneVaeConfig:
     n_samples_per_label: int = 100
     accelerator: str = "auto"  # lightning's: "auto" takes the GPU when there is one
     seed: int = 0
+    # scvi-tools warms the KL weight up over 400 epochs; with fewer epochs the weight never reaches
+    # 1, the posterior stays loose and keeps the batch. None: half of each model's epochs.
+    kl_warmup_epochs: int | None = None
+
+    def kl_warmup(self, max_epochs: int) -> int:
+        return max(1, max_epochs // 2) if self.kl_warmup_epochs is None else int(self.kl_warmup_epochs)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> GeneVaeConfig:
@@ -96,7 +102,6 @@ def fit_gene_encoders(
     trainer_kwargs = {
         "accelerator": config.accelerator,
         "batch_size": config.batch_size,
-        "plan_kwargs": {"lr": config.learning_rate},
         "enable_progress_bar": False,
     }
 
@@ -122,7 +127,11 @@ def fit_gene_encoders(
     )
     # BatchNorm fails on a last minibatch of one spot and fold sizes are arbitrary: drop it.
     # (Not for scANVI: its labelled and full loaders are zipped and must stay the same length.)
-    scvi_model.train(max_epochs=config.scvi_max_epochs, datasplitter_kwargs={"drop_last": True}, **trainer_kwargs)
+    scvi_model.train(
+        max_epochs=config.scvi_max_epochs,
+        datasplitter_kwargs={"drop_last": True},
+        **{**trainer_kwargs, "plan_kwargs": _plan(config, config.scvi_max_epochs)},
+    )
     encoders = {
         "scvi": GeneEncoder(
             scvi_model, kind="scvi", genes=genes, batch_categories=batch_categories
@@ -169,7 +178,7 @@ def fit_gene_encoders(
         max_epochs=config.scanvi_max_epochs,
         n_samples_per_label=config.n_samples_per_label,
         train_size=1.0,
-        **{**trainer_kwargs, "batch_size": batch_size},
+        **{**trainer_kwargs, "batch_size": batch_size, "plan_kwargs": _plan(config, config.scanvi_max_epochs)},
     )
     encoders["scanvi"] = GeneEncoder(
         scanvi_model,
@@ -227,6 +236,10 @@ def _training_anndata(
     adata = AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(genes)))
     adata.layers[COUNTS_LAYER] = counts
     return adata
+
+
+def _plan(config: GeneVaeConfig, max_epochs: int) -> dict:
+    return {"lr": config.learning_rate, "n_epochs_kl_warmup": config.kl_warmup(max_epochs)}
 
 
 def safe_batch_size(sizes: list[int], preferred: int) -> int:

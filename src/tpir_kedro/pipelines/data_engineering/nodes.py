@@ -10,7 +10,7 @@ from tpir_kedro.cohort.gene_selection import select_genes
 from tpir_kedro.cohort.her2st import ReadOptions
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
-from tpir_kedro.cohort.sources import Her2stDirectory
+from tpir_kedro.cohort.sources import LABELLED_SECTIONS, Her2stDirectory
 from tpir_kedro.cohort.spot_qc import add_batch_labels, filter_spots
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, patient_folds, train_patients
 from tpir_kedro.imaging.tiling import TilingPlan, plan_tiling
@@ -23,7 +23,14 @@ def read_cohort(raw_cohort: Her2stDirectory, cohort: dict) -> AnnData:
         pitch_um=float(cohort.get("spot_pitch_um", 200.0)),
         max_image_pixels=int(cohort.get("max_image_pixels", DEFAULT_MAX_PIXELS)),
     )
-    return raw_cohort.read(sections=cohort.get("sections"), options=options, n_jobs=int(cohort.get("n_jobs", 1)))
+    return raw_cohort.read(sections=_section_selection(cohort.get("sections")), options=options, n_jobs=int(cohort.get("n_jobs", 1)))
+
+
+def _section_selection(sections):
+    """None, a list, ``"labelled"``, or names separated by spaces (``kedro run --params`` splits on commas)."""
+    if isinstance(sections, str) and sections != LABELLED_SECTIONS:
+        return sections.split()
+    return sections
 
 
 def quality_filtered_spots(cohort_raw: AnnData, spot_qc: dict) -> tuple[AnnData, pd.DataFrame]:
