@@ -49,7 +49,7 @@ def main() -> None:
     t0 = time.perf_counter()
     encoders = fit_gene_encoders(cohort, genes, config)
     total = time.perf_counter() - t0
-    timings = {kind: getattr(encoder, "training_seconds", float("nan")) for kind, encoder in encoders.items()}
+    timings = {kind: encoder.training_seconds for kind, encoder in encoders.items()}
     for kind, seconds in timings.items():
         epochs = config.scvi_max_epochs if kind == "scvi" else config.scanvi_max_epochs
         print(f"{kind}: {epochs} epochs in {seconds:.1f} s ({seconds / max(epochs, 1):.2f} s/epoch)")

@@ -131,6 +131,7 @@ class GeneEncoder:
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.training_seconds: float | None = None  # set by fit_gene_encoders; not saved
         if kind == "scanvi" and not label_categories:
             raise ValueError("a scanvi GeneEncoder needs its label_categories")
         self.model = model

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +128,7 @@ def fit_gene_encoders(
     )
     # BatchNorm fails on a last minibatch of one spot and fold sizes are arbitrary: drop it.
     # (Not for scANVI: its labelled and full loaders are zipped and must stay the same length.)
+    started = time.perf_counter()
     scvi_model.train(
         max_epochs=config.scvi_max_epochs,
         datasplitter_kwargs={"drop_last": True},
@@ -137,6 +139,7 @@ def fit_gene_encoders(
             scvi_model, kind="scvi", genes=genes, batch_categories=batch_categories
         )
     }
+    encoders["scvi"].training_seconds = time.perf_counter() - started
 
     n_classified = int((train.obs[SCANVI_LABEL_KEY] != UNLABELLED).sum())
     if n_classified == 0:
@@ -174,6 +177,7 @@ def fit_gene_encoders(
     per_class = train.obs.loc[train.obs[SCANVI_LABEL_KEY] != UNLABELLED, SCANVI_LABEL_KEY].value_counts()
     n_labelled_per_epoch = int(per_class.clip(upper=config.n_samples_per_label).sum())
     batch_size = safe_batch_size([train.n_obs, n_labelled_per_epoch], config.batch_size)
+    started = time.perf_counter()
     scanvi_model.train(
         max_epochs=config.scanvi_max_epochs,
         n_samples_per_label=config.n_samples_per_label,
@@ -187,6 +191,7 @@ def fit_gene_encoders(
         batch_categories=batch_categories,
         label_categories=list(TISSUE_CLASSES),
     )
+    encoders["scanvi"].training_seconds = time.perf_counter() - started
     return encoders
 
 
