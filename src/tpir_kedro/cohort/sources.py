@@ -7,7 +7,7 @@ a list of names, or ``"labelled"`` (HER2ST: the sections with a label file).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -55,11 +55,11 @@ class VisiumDirectory:
         unknown = sorted(set(names) - set(self.sections))
         if unknown:
             raise CohortInputError(f"section(s) {unknown} are not configured for this Visium source", path=self.root)
-        resolved = [self._section(name) for name in names]
-        read = partial(read_visium_section, max_image_pixels=options.max_image_pixels)
+        # A configured µm/px (parameters) wins over the catalog's and over Space Ranger's.
         resolved = [
-            VisiumSection(**{**s.__dict__, "um_per_px": options.um_per_px.get(s.name, s.um_per_px)}) for s in resolved
+            replace(s, um_per_px=options.um_per_px.get(s.name, s.um_per_px)) for s in map(self._section, names)
         ]
+        read = partial(read_visium_section, max_image_pixels=options.max_image_pixels)
         return concat_sections(read_sections_parallel(read, resolved, n_jobs))
 
     def _section(self, name: str) -> VisiumSection:

@@ -14,7 +14,7 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +152,10 @@ def _cut_padded(image: Image.Image, box: np.ndarray, size_px: int) -> np.ndarray
 
 
 def write_patch_store(plan: TilingPlan, path: str | Path, n_jobs: int = 1) -> PatchStore:
-    """Tile every section of ``plan`` into a new store at ``path`` (atomic: staged, then renamed)."""
+    """Tile every section of ``plan`` into a new store at ``path`` (atomic: staged, then renamed).
+
+    ``n_jobs`` threads cut each section's patches; sections go one at a time (one decoded image held).
+    """
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} exists; refusing to overwrite a patch store")
