@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from tpir_kedro.pipelines import data_engineering, demo_cohort, gene_vae
+from tpir_kedro.pipelines import contrastive, data_engineering, demo_cohort, evaluation, gene_vae
 
 
 def register_pipelines() -> dict[str, Pipeline]:
@@ -17,7 +17,9 @@ def register_pipelines() -> dict[str, Pipeline]:
         "demo_cohort": demo_cohort.create_pipeline(),
         "data_engineering": data_engineering.create_pipeline(),
         "gene_vae": gene_vae.create_pipeline(),
+        "contrastive": contrastive.create_pipeline(),
+        "evaluation": evaluation.create_pipeline(),
     }
-    pipelines["train"] = pipelines["data_engineering"] + pipelines["gene_vae"]
+    pipelines["train"] = sum((pipelines[p] for p in ("data_engineering", "gene_vae", "contrastive", "evaluation")), Pipeline([]))
     pipelines["__default__"] = pipelines["train"]
     return pipelines

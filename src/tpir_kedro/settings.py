@@ -21,3 +21,7 @@ CONFIG_LOADER_ARGS = {
     # An environment overrides single keys (conf/her2st sets patches.size_px only), not whole blocks.
     "merge_strategy": {"parameters": "soft"},
 }
+
+from tpir_kedro.hooks import RunManifestHooks  # noqa: E402
+
+HOOKS = (RunManifestHooks(),)

@@ -6,6 +6,8 @@
   training patients' classified spots labels the held-out patient's classified spots.
   :func:`majority_transfer` is its floor; :func:`summarise_transfer` and
   :func:`paired_fold_differences` turn per-fold tables into report numbers.
+- :func:`classification_metrics`: the project's one definition of accuracy, macro-F1 and balanced
+  accuracy of a held-out patient (over the classes it has), shared with the probes.
 
 Only the six tissue classes count as labels ('undetermined' and 'unlabelled' spots are never
 scored for class); a tissue class missing from a held-out patient is normal, never an error.
@@ -181,9 +183,39 @@ def _fold_spots(obs: pd.DataFrame, folds: pd.DataFrame, fold: str) -> tuple[str,
     return held_out[0], train, test
 
 
+def classes_absent(y_true) -> str:
+    """The tissue classes missing from (n,) ``y_true``, ';'-joined in ``TISSUE_CLASSES`` order ('' when none)."""
+    seen = set(np.asarray(y_true, dtype=object).astype(str))
+    return ";".join(c for c in TISSUE_CLASSES if c not in seen)
+
+
+def classification_metrics(y_true, y_pred) -> dict[str, float]:
+    """Accuracy, macro-F1 and balanced accuracy of (n,) ``y_pred`` against (n,) ``y_true``.
+
+    Macro-F1 and balanced accuracy (mean recall) average over the tissue classes *present in*
+    ``y_true`` only: an absent class has no recall to score. A spot predicted as an absent class
+    still counts as a miss (lower recall) of its true class. Accuracy is over all n spots.
+
+    Returns ``accuracy``, ``macro_f1``, ``balanced_accuracy``; all NaN when ``y_true`` is empty,
+    macro-F1 and balanced accuracy NaN when it holds no tissue class.
+    """
+    y_true = np.asarray(y_true, dtype=object).astype(str)
+    y_pred = np.asarray(y_pred, dtype=object).astype(str)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be (n,) arrays of one length; got {y_true.shape} and {y_pred.shape}")
+    out = {"accuracy": np.nan, "macro_f1": np.nan, "balanced_accuracy": np.nan}
+    if len(y_true) == 0:
+        return out
+    out["accuracy"] = float(np.mean(y_pred == y_true))
+    present = [c for c in TISSUE_CLASSES if c in set(y_true)]
+    if present:
+        out["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+        out["balanced_accuracy"] = float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+    return out
+
+
 def _fold_row(fold: str, held_out: str, y_train: np.ndarray, y_test: np.ndarray, predict: Callable[[], np.ndarray] | None) -> dict:
     """One per-fold row; ``predict()`` gives the test predictions (called only when both sides have spots)."""
-    present = [c for c in TISSUE_CLASSES if c in set(y_test)]
     row = {
         "fold": fold,
         "held_out_patient": held_out,
@@ -192,17 +224,12 @@ def _fold_row(fold: str, held_out: str, y_train: np.ndarray, y_test: np.ndarray,
         "accuracy": np.nan,
         "macro_f1": np.nan,
         "balanced_accuracy": np.nan,
-        "classes_absent": ";".join(c for c in TISSUE_CLASSES if c not in present),
+        "classes_absent": classes_absent(y_test),
     }
     if len(y_test) == 0 or len(y_train) == 0 or predict is None:
         logger.warning("fold %s: no classified spot in the %s; metrics are NaN", fold, "held-out patient" if len(y_test) == 0 else "training patients")
         return row
-    y_pred = np.asarray(predict()).astype(str)
-    # Over the classes the held-out patient has: an absent class has no recall to score; a spot
-    # predicted as an absent class still counts as a miss (lower recall) of its true class.
-    row["accuracy"] = float(np.mean(y_pred == y_test))
-    row["macro_f1"] = float(f1_score(y_test, y_pred, labels=present, average="macro", zero_division=0))
-    row["balanced_accuracy"] = float(recall_score(y_test, y_pred, labels=present, average="macro", zero_division=0))
+    row.update(classification_metrics(y_test, predict()))
     return row
 
 

@@ -1,0 +1,114 @@
+"""The run manifest: what produced a run's outputs, so every results row can be traced.
+
+``run_info`` ({"run_id": the run's save version}) is put into the catalog before the run, so nodes
+can stamp their rows with it; after the run, ``run_manifest`` (versioned JSON, same version) gets the
+git commit, resolved parameters, the version of every versioned dataset the run read or wrote,
+package versions, seeds, device and the wall time of every node and stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+from kedro.io.core import AbstractVersionedDataset
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ("tpir_kedro", "torch", "torchvision", "lightning", "scvi-tools", "anndata", "scanpy", "scikit-learn", "numpy", "kedro", "kedro-datasets", "timm")
+
+
+def git_state(path: Path) -> dict:
+    try:
+        commit = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10).stdout.strip())
+        return {"commit": commit, "uncommitted_changes": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "uncommitted_changes": None}
+
+
+def package_versions() -> dict:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_info() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except Exception as exc:  # noqa: BLE001 -- the manifest must not fail a finished run
+        info["torch_error"] = str(exc)
+    return info
+
+
+class RunManifestHooks:
+    def __init__(self):
+        self._run: dict[str, Any] = {}
+        self._started: dict[str, float] = {}
+        self._node_seconds: dict[str, float] = {}
+        self._node_stage: dict[str, str] = {}
+
+    @hook_impl
+    def after_catalog_created(self, catalog, parameters, save_version, load_versions) -> None:
+        self._run = {"run_id": save_version, "load_versions_requested": dict(load_versions or {}), "parameters": parameters}
+        catalog["run_info"] = {"run_id": save_version}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        self._t0 = time.perf_counter()
+        self._node_seconds.clear()
+        self._run["run_params"] = {k: run_params.get(k) for k in ("session_id", "env", "pipeline_names", "runtime_params", "project_path")}
+
+    @hook_impl
+    def before_node_run(self, node) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node) -> None:
+        self._node_seconds[node.name] = round(time.perf_counter() - self._started.pop(node.name, time.perf_counter()), 2)
+        self._node_stage[node.name] = sorted(node.tags)[0] if node.tags else "untagged"
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        if "run_manifest" not in catalog:
+            return
+        stages: dict[str, float] = {}
+        for name, seconds in self._node_seconds.items():
+            stages[self._node_stage[name]] = round(stages.get(self._node_stage[name], 0.0) + seconds, 2)
+        versions = {}
+        for name in sorted(pipeline.datasets()):
+            if name in catalog and not name.startswith("params:") and name != "parameters":
+                dataset = catalog.get(name)
+                if isinstance(dataset, AbstractVersionedDataset):
+                    try:
+                        versions[name] = dataset.resolve_load_version()
+                    except Exception:  # noqa: BLE001 -- a dataset that was never written has no version
+                        versions[name] = None
+        params = self._run.get("parameters") or {}
+        manifest = {
+            "run_id": self._run.get("run_id"),
+            "git": git_state(Path(run_params.get("project_path") or ".")),
+            **{k: v for k, v in self._run.items() if k not in ("run_id", "parameters")},
+            "parameters": params,
+            "seeds": (params.get("evaluation") or {}).get("seeds"),
+            "dataset_versions": versions,
+            "packages": package_versions(),
+            "device": device_info(),
+            "wall_seconds": {"total": round(time.perf_counter() - getattr(self, "_t0", time.perf_counter()), 2), "stages": stages, "nodes": dict(self._node_seconds)},
+        }
+        catalog.save("run_manifest", manifest)
+        logger.info("run manifest %s written (stages: %s)", manifest["run_id"], stages)

@@ -1,0 +1,237 @@
+"""Train one image model (one variant, one fold, one seed) with Lightning, resumably.
+
+Each run lives in a folder keyed by a fingerprint of everything that shapes its weights: the
+variant, the training parameters, the seed, and the content of its inputs (patch rows and a sample
+of their pixels, gene inputs, labels). An interrupted run resumes from ``last.ckpt``; a finished one
+is loaded instead of retrained; a changed run gets a new folder and starts afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+
+from tpir_kedro.models.augment import PatchAugment
+from tpir_kedro.models.contrastive_module import ContrastiveModule, SupervisedModule
+from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder
+from tpir_kedro.models.losses import contrastive_loss
+from tpir_kedro.models.patch_data import SpotPairs, collate_batch
+from tpir_kedro.models.samplers import PatientMixingSampler
+from tpir_kedro.models.training_config import TrainingConfig
+from tpir_kedro.models.variants import VariantSpec
+
+logger = logging.getLogger(__name__)
+
+FINAL_WEIGHTS = "final.pt"
+FINAL_META = "final.json"
+LAST_CHECKPOINT = "last.ckpt"
+_PIXEL_SAMPLE = 256
+
+
+@dataclass
+class TrainingData:
+    """The training spots of one fold. n = number of spots; arrays row-aligned.
+
+    patches: (n_store, H, W, 3) uint8 patch store (memmap); rows: (n,) store rows;
+    genes: (n, g) float32 gene-side input; z: (n, k) frozen gene embedding or None;
+    labels: (n,) int64 class codes, -1 unlabelled; probs: (n, C) or None; patients: (n,) int64 codes.
+    """
+
+    patches: np.ndarray
+    rows: np.ndarray
+    genes: np.ndarray | None
+    z: np.ndarray | None
+    labels: np.ndarray
+    probs: np.ndarray | None
+    patients: np.ndarray
+    n_classes: int
+
+    def subset(self, keep: np.ndarray) -> TrainingData:
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        return TrainingData(self.patches, self.rows[keep], pick(self.genes), pick(self.z), self.labels[keep], pick(self.probs), self.patients[keep], self.n_classes)
+
+
+@dataclass
+class TrainedImageModel:
+    variant: VariantSpec
+    encoder: ImageEncoder
+    module: nn.Module | None  # the Lightning module (heads included); None for untrained baselines
+    history: pd.DataFrame
+    seconds: float
+    fingerprint: str
+    resumed: bool = False
+    reused: bool = False
+
+
+def _hash_array(h, a) -> None:
+    if a is None:
+        h.update(b"none")
+        return
+    a = np.ascontiguousarray(a)
+    h.update(str((a.dtype.str, a.shape)).encode())
+    h.update(a.tobytes())
+
+
+def training_fingerprint(variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"variant": variant.to_dict(), "config": config.fingerprint_dict(), "seed": seed}, sort_keys=True, default=str).encode())
+    for a in (data.rows, data.genes, data.z, data.labels, data.probs, data.patients):
+        _hash_array(h, a)
+    # A regenerated patch store with the same rows must not reuse old weights; hashing every pixel
+    # of a real store (GBs) is slow, so hash an evenly spaced sample of the rows used.
+    sample = np.sort(data.rows)[:: max(1, len(data.rows) // _PIXEL_SAMPLE)]
+    _hash_array(h, np.asarray(data.patches[sample]))
+    return h.hexdigest()[:16]
+
+
+def resolve_precision(config: TrainingConfig) -> str:
+    if config.precision != "auto":
+        return config.precision
+    if config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def resolve_strategy(config: TrainingConfig) -> str:
+    several = config.devices == -1 or (isinstance(config.devices, int) and config.devices > 1) or (
+        isinstance(config.devices, str) and config.devices not in ("1", "auto")
+    )
+    if config.strategy == "auto" and several:
+        # Plain "ddp" re-launches sys.argv (the whole `kedro run`) on every rank.
+        return "ddp_spawn"
+    return config.strategy
+
+
+class _SpotPairsData(L.LightningDataModule):
+    """Builds the loader inside each process, so the sampler sees that process's DDP rank."""
+
+    def __init__(self, data: TrainingData, batch_size: int, num_workers: int, seed: int, with_z: bool, with_probs: bool):
+        super().__init__()
+        self.data, self.batch_size, self.num_workers, self.seed = data, batch_size, num_workers, seed
+        self.with_z, self.with_probs = with_z, with_probs
+
+    def train_dataloader(self):
+        d = self.data
+        dataset = SpotPairs(
+            patches=d.patches, rows=d.rows, genes=d.genes, z=d.z if self.with_z else None,
+            labels=d.labels, probs=d.probs if self.with_probs else None, patients=d.patients,
+        )
+        sampler = PatientMixingSampler(d.patients, batch_size=self.batch_size, seed=self.seed)
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, collate_fn=collate_batch,
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        )
+
+
+def build_module(variant: VariantSpec, config: TrainingConfig, data: TrainingData, encoder: ImageEncoder) -> L.LightningModule:
+    augment = PatchAugment.from_params({**config.augment, "mean": encoder.mean, "std": encoder.std})
+    common = dict(lr=config.lr, backbone_lr=config.backbone_lr, weight_decay=config.weight_decay, channels_last=config.channels_last)
+    if variant.objective == "supervised":
+        counts = np.bincount(data.labels, minlength=data.n_classes).astype(np.float32)
+        # Inverse-frequency weights: real folds are dominated by one or two classes.
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, int((counts > 0).sum())), 0.0)
+        return SupervisedModule(encoder, augment, data.n_classes, torch.tensor(weights, dtype=torch.float32), dropout=config.dropout, **common)
+    return ContrastiveModule(
+        encoder, augment, contrastive_loss(variant.loss, variant.loss_params), variant.gene_input, data.genes.shape[1],
+        embed_dim=config.embed_dim, gene_hidden=config.gene_hidden, dropout=config.dropout, **common,
+    )
+
+
+def _initial_encoder(variant: VariantSpec, config: TrainingConfig) -> ImageEncoder:
+    init = variant.init or config.init
+    return build_image_encoder(config.backbone, init, config.weights_path if init != "random" else None)
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _history(run_dir: Path) -> pd.DataFrame:
+    files = sorted(run_dir.glob("logs/**/metrics.csv"))
+    if not files:
+        return pd.DataFrame(columns=["epoch", "step", "train_loss_epoch"])
+    table = pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    keep = [c for c in ("epoch", "step", "train_loss_step", "train_loss_epoch") if c in table.columns]
+    return table[keep]
+
+
+def train_image_model(variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int, run_root: Path | None) -> TrainedImageModel:
+    """Trains (or reloads) one variant's image model on ``data``.
+
+    ``run_root``: the checkpoint folder of this variant and fold; the run goes to
+    ``run_root/seed<seed>-<fingerprint>``. None trains without checkpoints (tests).
+    """
+    L.seed_everything(seed, workers=True, verbose=False)  # before the encoder: random init is seeded too
+    encoder = _initial_encoder(variant, config)
+    if not variant.trains:
+        return TrainedImageModel(variant, encoder, None, pd.DataFrame(), 0.0, "untrained")
+    if variant.needs_labels:
+        data = data.subset(data.labels >= 0) if variant.objective == "supervised" else data
+        if (data.labels >= 0).sum() == 0:
+            raise ValueError(f"variant {variant.name!r} needs tissue labels, and no training spot has one")
+    if len(data.rows) < config.batch_size:
+        raise ValueError(f"variant {variant.name!r}: {len(data.rows)} training spots, fewer than one batch ({config.batch_size})")
+    fingerprint = training_fingerprint(variant, config, data, seed)
+    module = build_module(variant, config, data, encoder)
+    run_dir = None if run_root is None else Path(run_root) / f"seed{seed}-{fingerprint}"
+    if run_dir is not None and (run_dir / FINAL_WEIGHTS).is_file():
+        module.load_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True))
+        meta = json.loads((run_dir / FINAL_META).read_text())
+        logger.info("variant %s: reusing finished run %s", variant.name, run_dir)
+        return TrainedImageModel(variant, module.encoder, module, _history(run_dir), float(meta["seconds"]), fingerprint, reused=True)
+
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    callbacks, resume = [], None
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # One file, overwritten every epoch. (save_last=True with save_top_k=0 never writes last.ckpt in
+        # Lightning 2.x: it only saves "last" at a step where a top-k checkpoint was saved.)
+        callbacks.append(ModelCheckpoint(dirpath=run_dir, filename=LAST_CHECKPOINT.removesuffix(".ckpt"), save_top_k=1, every_n_epochs=1, enable_version_counter=False))
+        if (run_dir / LAST_CHECKPOINT).is_file():
+            resume = run_dir / LAST_CHECKPOINT
+            logger.info("variant %s: resuming from %s", variant.name, resume)
+    trainer = L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=resolve_strategy(config),
+        precision=resolve_precision(config),
+        use_distributed_sampler=False,  # PatientMixingSampler shards by rank itself
+        logger=CSVLogger(run_dir, name="logs") if run_dir is not None else False,
+        callbacks=callbacks,
+        enable_checkpointing=run_dir is not None,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=config.log_every_n_steps,
+        deterministic=False,
+    )
+    datamodule = _SpotPairsData(
+        data, config.batch_size, config.num_workers, seed,
+        with_z=variant.loss == "similarity", with_probs=variant.use_class_probs,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)
+    seconds = time.perf_counter() - start
+    module.cpu().eval()
+    history = pd.DataFrame()
+    if run_dir is not None and trainer.is_global_zero:
+        _atomic_save(module.state_dict(), run_dir / FINAL_WEIGHTS)
+        (run_dir / FINAL_META).write_text(json.dumps({"variant": variant.to_dict(), "config": config.to_dict(), "seed": seed, "seconds": seconds}, default=str))
+        history = _history(run_dir)
+    return TrainedImageModel(variant, module.encoder, module, history, seconds, fingerprint, resumed=resume is not None)

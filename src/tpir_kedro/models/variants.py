@@ -1,0 +1,93 @@
+"""Every compared model is a parameter set, not a code branch.
+
+A variant says what trains the image encoder (``objective``), what the gene side sees
+(``gene_input``), which loss and its parameters, and, for the two untrained baselines, its
+initialisation. Backbone and initialisation of the trained variants come from the shared training
+parameters, so losses are only ever compared on the same backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+OBJECTIVES = ("contrastive", "supervised", "none")
+GENE_INPUTS = ("log_hvg", "scvi", "scanvi")
+VAE_INPUTS = ("scvi", "scanvi")
+_KEYS = {"objective", "gene_input", "loss", "loss_params", "init", "use_class_probs", "description"}
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    name: str
+    objective: str
+    gene_input: str | None = None
+    loss: str | None = None
+    loss_params: dict = field(default_factory=dict)
+    init: str | None = None  # None: the shared init; set only by the untrained baselines
+    use_class_probs: bool = False  # class_guided: unlabelled spots get scANVI's p_i . p_j targets
+    description: str = ""
+
+    @property
+    def trains(self) -> bool:
+        return self.objective != "none"
+
+    @property
+    def needs_labels(self) -> bool:
+        return self.objective == "supervised" or self.loss == "class_guided"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "objective": self.objective, "gene_input": self.gene_input, "loss": self.loss,
+            "loss_params": dict(self.loss_params), "init": self.init, "use_class_probs": self.use_class_probs,
+        }
+
+
+def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
+    """Checks one variant's parameters; every mistake is a ValueError naming the variant."""
+    from tpir_kedro.models.losses import contrastive_loss  # validates loss names and their parameters
+
+    unknown = set(spec) - _KEYS
+    if unknown:
+        raise ValueError(f"variant {name!r}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+    objective = spec.get("objective", "contrastive")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"variant {name!r}: objective {objective!r} is not one of {OBJECTIVES}")
+    variant = VariantSpec(
+        name=name,
+        objective=objective,
+        gene_input=spec.get("gene_input"),
+        loss=spec.get("loss"),
+        loss_params=dict(spec.get("loss_params") or {}),
+        init=spec.get("init"),
+        use_class_probs=bool(spec.get("use_class_probs", False)),
+        description=str(spec.get("description", "")),
+    )
+    if objective == "contrastive":
+        if variant.gene_input not in GENE_INPUTS:
+            raise ValueError(f"variant {name!r}: gene_input {variant.gene_input!r} is not one of {GENE_INPUTS}")
+        if variant.loss is None:
+            raise ValueError(f"variant {name!r}: a contrastive variant needs a loss")
+        try:
+            contrastive_loss(variant.loss, variant.loss_params)
+        except ValueError as exc:
+            raise ValueError(f"variant {name!r}: {exc}") from exc
+        if variant.loss == "similarity" and variant.loss_params.get("target_source", "gene") != "image" and variant.gene_input not in VAE_INPUTS:
+            raise ValueError(f"variant {name!r}: similarity targets from genes need gene_input scvi or scanvi")
+        if variant.use_class_probs and variant.gene_input != "scanvi":
+            raise ValueError(f"variant {name!r}: use_class_probs needs gene_input scanvi (its predicted class probabilities)")
+    elif variant.gene_input or variant.loss:
+        raise ValueError(f"variant {name!r}: objective {objective!r} takes no gene_input or loss")
+    return variant
+
+
+def parse_variants(variants: Mapping[str, Mapping[str, Any]], selected: list[str] | None = None) -> list[VariantSpec]:
+    """The variants to run, in ``selected`` order (all, in file order, when None)."""
+    if not variants:
+        raise ValueError("no variants are defined (parameters 'variants')")
+    names = list(variants) if selected is None else [str(s) for s in selected]
+    missing = [n for n in names if n not in variants]
+    if missing:
+        raise ValueError(f"unknown variant(s) {missing}; defined variants: {sorted(variants)}")
+    return [parse_variant(n, variants[n] or {}) for n in names]

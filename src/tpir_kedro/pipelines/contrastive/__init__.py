@@ -1,0 +1,3 @@
+from tpir_kedro.pipelines.contrastive.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]
