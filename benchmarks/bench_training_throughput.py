@@ -51,7 +51,9 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L  # module level: ddp_spawn pickles StepTimer by reference to this module
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "training_throughput.json"
@@ -143,45 +145,41 @@ def plan_steps(batches_per_epoch: int, warmup: int, steps: int) -> tuple[int, li
     return runs[-1][1] + 1, runs
 
 
-def _make_timer_callback(runs, sync_every_step: bool, out_path: str):
-    import lightning as L
-    import torch
+class StepTimer(L.Callback):
+    """Stamps ``time.perf_counter()`` at every batch start and end, syncing CUDA at the boundaries of
+    the timed runs (or at every step); rank 0 writes the stamps to ``out_path`` when training ends
+    (ddp_spawn ranks are other processes, so nothing else comes back)."""
 
-    class StepTimer(L.Callback):
-        """Stamps every batch start (and end); syncs CUDA at run boundaries or every step; rank 0
-        writes the stamps to ``out_path`` when training ends (ddp_spawn ranks are other processes)."""
+    def __init__(self, runs: list[tuple[int, int]], sync_every_step: bool, out_path: str):
+        self.runs = [tuple(r) for r in runs]
+        self.sync_points = {k for r in self.runs for k in r}
+        self.sync_every_step, self.out_path = sync_every_step, out_path
+        self.starts: dict[int, float] = {}
+        self.ends: dict[int, float] = {}
+        self.k = -1  # batches so far, over the whole fit
 
-        def __init__(self):
-            self.runs = [tuple(r) for r in runs]
-            self.sync_points = {k for r in self.runs for k in r}
-            self.sync_every_step, self.out_path = sync_every_step, out_path
-            self.starts, self.ends, self.k = {}, {}, -1
+    @staticmethod
+    def _now(pl_module, sync: bool) -> float:
+        if sync and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
 
-        def _now(self, pl_module, sync: bool) -> float:
-            if sync and pl_module.device.type == "cuda":
-                torch.cuda.synchronize(pl_module.device)
-            return time.perf_counter()
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.k += 1
+        self.starts[self.k] = self._now(pl_module, self.sync_every_step or self.k in self.sync_points)
 
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.k += 1
-            self.starts[self.k] = self._now(pl_module, self.sync_every_step or self.k in self.sync_points)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.ends[self.k] = self._now(pl_module, self.sync_every_step)
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.ends[self.k] = self._now(pl_module, self.sync_every_step)
-
-        def on_train_end(self, trainer, pl_module):
-            if trainer.is_global_zero:
-                Path(self.out_path).write_text(json.dumps({"starts": self.starts, "ends": self.ends, "world_size": trainer.world_size}))
-
-    return StepTimer()
+    def on_train_end(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            Path(self.out_path).write_text(json.dumps({"starts": self.starts, "ends": self.ends, "world_size": trainer.world_size}))
 
 
 # --- loop and ceiling ------------------------------------------------------------------------------
 
 
 def _fresh_module(variant, config, data):
-    import lightning as L
-
     from tpir_kedro.models.training import _initial_encoder, build_module
 
     L.seed_everything(SEED, workers=True, verbose=False)  # as train_image_model, before the encoder
@@ -191,15 +189,11 @@ def _fresh_module(variant, config, data):
 def _release(device_type: str) -> None:
     gc.collect()
     if device_type == "cuda":
-        import torch
-
         torch.cuda.empty_cache()
 
 
 def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step: bool, workdir: Path) -> dict:
     """Fits the real module with the Trainer of ``train_image_model`` and times steady-state steps."""
-    import lightning as L
-
     from tpir_kedro.models.training import _SpotPairsData, resolve_precision, resolve_strategy
 
     world = config.devices if isinstance(config.devices, int) and config.devices > 0 else 1
@@ -219,7 +213,7 @@ def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step
         precision=resolve_precision(config),
         use_distributed_sampler=False,
         logger=False,
-        callbacks=[_make_timer_callback(runs, sync_every_step, str(stamps_path))],
+        callbacks=[StepTimer(runs, sync_every_step, str(stamps_path))],
         enable_checkpointing=False,
         enable_progress_bar=config.progress_bar,
         enable_model_summary=False,
@@ -255,8 +249,6 @@ def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step
 
 
 def _cuda_used(config) -> bool:
-    import torch
-
     return config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
 
 
@@ -264,9 +256,7 @@ def _autocast_and_scaler(precision: str, device_type: str):
     """What Lightning's precision plugin does for ``precision``: (autocast context factory, GradScaler or None)."""
     import contextlib
 
-    import torch
-
-    if precision in ("32-true", "32", "64-true"):
+    if precision in ("32-true", "32"):
         return contextlib.nullcontext, None
     if precision == "bf16-mixed":
         return (lambda: torch.autocast(device_type, dtype=torch.bfloat16)), None
@@ -277,8 +267,6 @@ def _autocast_and_scaler(precision: str, device_type: str):
 
 def measure_ceiling(variant, config, data, warmup: int, steps: int) -> dict:
     """The same module's optimiser steps on one batch that is already on the device."""
-    import torch
-
     from tpir_kedro.models.training import _SpotPairsData, resolve_precision
 
     device = torch.device("cuda", torch.cuda.current_device()) if _cuda_used(config) else torch.device("cpu")
@@ -333,8 +321,6 @@ def measure_ceiling(variant, config, data, warmup: int, steps: int) -> dict:
 
 
 def describe_device(config) -> str:
-    import torch
-
     if _cuda_used(config):
         n = config.devices if isinstance(config.devices, int) and config.devices > 1 else 1
         return f"{n}x {torch.cuda.get_device_name(0)}" if n > 1 else torch.cuda.get_device_name(0)
@@ -350,9 +336,11 @@ def describe_device(config) -> str:
 
 
 def markdown_row(r: dict) -> str:
+    batch = r["batch_size"] if r["devices"] == 1 else f"{r['batch_size']} x {r['devices']}"
+    ceiling, ratio = ("n/a", "n/a") if r["ratio"] is None else (f"{r['ceiling_samples_per_s']:.1f}", f"{r['ratio']:.2f}")
     return (
-        f"| {r['device']} | {r['backbone']} ({r['init']}) | {r['size_px']} | {r['batch_size']} | {r['variant']} | {r['precision']} "
-        f"| {r['num_workers']} | {r['threads']} | {r['loop_samples_per_s']:.1f} | {r['ceiling_samples_per_s']:.1f} | {r['ratio']:.2f} |"
+        f"| {r['device']} | {r['backbone']} ({r['init']}) | {r['size_px']} | {batch} | {r['variant']} | {r['precision']} "
+        f"| {r['num_workers']} | {r['threads']} | {r['loop_samples_per_s']:.1f} | {ceiling} | {ratio} |"
     )
 
 
@@ -403,8 +391,6 @@ def main() -> None:
     }
     config = TrainingConfig.from_dict({**params["contrastive"], **{k: v for k, v in overrides.items() if v is not None or k == "weights_path"}})
 
-    import torch
-
     from tpir_kedro.models.training import resolve_precision
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # "GPU available: ..." banners
@@ -421,8 +407,9 @@ def main() -> None:
             store = PatchStore.open(args.store)
             n = min(args.n_spots or len(store), len(store))
             patches, size_px = store.patches, store.size_px
-            rows = store.index["row"].to_numpy()[:n]
-            patient_names = store.index["patient"].to_numpy()[:n]
+            pick = np.unique(np.linspace(0, len(store) - 1, n).round().astype(np.int64))  # spread over every patient
+            rows = store.index["row"].to_numpy()[pick]
+            patient_names = store.index["patient"].to_numpy()[pick]
             patients = np.unique(patient_names, return_inverse=True)[1].astype(np.int64)
             source = str(args.store)
         else:
@@ -454,7 +441,7 @@ def main() -> None:
 
     loop_rate = statistics.median(m["samples_per_s"] for m in loops)
     world = loops[0]["global_batch"] // config.batch_size
-    ceiling_rate = statistics.median(m["samples_per_s"] for m in ceilings) * world if ceilings else float("nan")
+    ceiling_rate = statistics.median(m["samples_per_s"] for m in ceilings) * world if ceilings else None
     result = {
         "device": device,
         "backbone": config.backbone,
@@ -478,15 +465,18 @@ def main() -> None:
         "loop_samples_per_s": loop_rate,
         "ceiling_samples_per_s": ceiling_rate,
         "ceiling_basis": "one device" if world == 1 else f"one device x {world} (perfect scaling)",
-        "ratio": loop_rate / ceiling_rate if ceilings else float("nan"),
+        "ratio": loop_rate / ceiling_rate if ceilings else None,
         "loop_rounds": loops,
         "ceiling_rounds": ceilings,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": __import__("lightning").__version__},
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     result["markdown_row"] = markdown_row(result)
-    print(f"loop {loop_rate:.1f} samples/s, ceiling {ceiling_rate:.1f} samples/s ({result['ceiling_basis']}), ratio {result['ratio']:.2f} "
-          f"(median of {args.repeats})")
+    if ceilings:
+        print(f"loop {loop_rate:.1f} samples/s, ceiling {ceiling_rate:.1f} samples/s ({result['ceiling_basis']}), "
+              f"ratio {result['ratio']:.2f} (median of {args.repeats})")
+    else:
+        print(f"loop {loop_rate:.1f} samples/s (median of {args.repeats}); ceiling not measured")
     print(MARKDOWN_HEADER)
     print(result["markdown_row"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

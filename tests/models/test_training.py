@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 
 import lightning as L
 import numpy as np
@@ -112,7 +113,7 @@ def _checking_loads(monkeypatch) -> list[str]:
 
     def checked_load(f, *args, **kwargs):
         assert kwargs.get("weights_only") is True, f"torch.load({f!r}) without weights_only=True: {kwargs}"
-        calls.append(str(getattr(f, "path", getattr(f, "name", f))))  # Lightning passes an fsspec file
+        calls.append(str(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "path", f)))  # Lightning: an fsspec file
         return real_load(f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "load", checked_load)
@@ -231,8 +232,10 @@ def test_an_interrupted_run_resumes_and_a_finished_one_is_reused(tmp_path, monke
     assert any("resuming from" in r.getMessage() and LAST_CHECKPOINT in r.getMessage() for r in caplog.records)
     assert resumed.module.trainer.global_step == 2 * STEPS_PER_EPOCH
     assert (run_dir / FINAL_WEIGHTS).is_file()
+    assert [p.name for p in run_dir.glob("*.ckpt")] == [LAST_CHECKPOINT]  # overwritten in place, no last-v1.ckpt
+    assert torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)["epoch"] == 1
     final = torch.load(run_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True)
-    assert same_weights({k: v for k, v in resumed.module.state_dict().items()}, final)
+    assert same_weights(resumed.module.state_dict(), final)
     resumed_weights = weights(resumed.encoder)
     assert not same_weights(resumed_weights, after_epoch_1)  # epoch 2 moved the weights
     # Both epochs are in the history (the first attempt's log and the resumed one's).
@@ -285,23 +288,29 @@ def test_the_fingerprint_follows_every_input_and_parameter():
     assert len(set(changed.values())) == len(changed)
 
 
-def test_a_changed_input_trains_afresh_in_its_own_folder(tmp_path):
+def test_a_changed_input_or_parameter_gets_its_own_run_folder(tmp_path, monkeypatch):
+    """The folder bookkeeping alone, with Trainer.fit stubbed out (training is tested above)."""
+    fits = []
+    monkeypatch.setattr(L.Trainer, "fit", lambda trainer, module, **kw: fits.append(kw.get("ckpt_path")))
     data = make_data()
     first = train_image_model(CLIP, CONFIG, data, seed=0, run_root=tmp_path)
-    changed = _changed_inputs(data)["labels"]
-    second = train_image_model(CLIP, CONFIG, changed, seed=0, run_root=tmp_path)
-    assert second.fingerprint != first.fingerprint
-    assert not second.reused and not second.resumed
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"seed0-{first.fingerprint}", f"seed0-{second.fingerprint}"])
+    assert len(fits) == 1 and (tmp_path / f"seed0-{first.fingerprint}" / FINAL_WEIGHTS).is_file()
+    assert train_image_model(CLIP, CONFIG, data, seed=0, run_root=tmp_path).reused
+    assert len(fits) == 1
+
+    runs = {
+        "labels flipped": train_image_model(CLIP, CONFIG, _changed_inputs(data)["labels"], seed=0, run_root=tmp_path),
+        "one patch's pixels": train_image_model(CLIP, CONFIG, _changed_inputs(data)["one patch's pixels"], seed=0, run_root=tmp_path),
+        "lr": train_image_model(CLIP, dataclasses.replace(CONFIG, lr=5e-3), data, seed=0, run_root=tmp_path),
+        "seed": train_image_model(CLIP, CONFIG, data, seed=1, run_root=tmp_path),
+    }
+    assert fits == [None] * 5  # each trained afresh: no reuse, nothing to resume from
+    for what, run in runs.items():
+        assert not run.reused and not run.resumed, what
+        assert run.fingerprint != first.fingerprint, what
+    expected = {f"seed0-{first.fingerprint}", *(f"seed{1 if w == 'seed' else 0}-{r.fingerprint}" for w, r in runs.items())}
+    assert {p.name for p in tmp_path.iterdir()} == expected and len(expected) == 5
     assert all((p / FINAL_WEIGHTS).is_file() for p in tmp_path.iterdir())
-
-
-def test_a_changed_parameter_trains_afresh_in_its_own_folder(tmp_path):
-    data = make_data()
-    first = train_image_model(CLIP, CONFIG, data, seed=0, run_root=tmp_path)
-    second = train_image_model(CLIP, dataclasses.replace(CONFIG, lr=5e-3), data, seed=0, run_root=tmp_path)
-    assert second.fingerprint != first.fingerprint and not second.reused
-    assert len(list(tmp_path.iterdir())) == 2
 
 
 # --- input errors -----------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project):
 
 def test_her2st_env_reads_the_real_files(project, her2st_dir, monkeypatch):
     monkeypatch.setenv("TPIR_HER2ST_DIR", str(her2st_dir))
-    extra = {"cohort": {"sections": ["A1", "B1", "C2", "C3"]}, "genes": {"n_top_genes": 300}}
+    extra = {"cohort": {"sections": ["A1", "B1", "C2", "C3"]}, "genes": {"n_top_genes": 300}, "folds": {"held_out_patients": None}}
     catalog = _run(project, "data_engineering", env="her2st", extra=extra)
     cohort = catalog.load("cohort")
     assert sorted(cohort.obs["section"].unique()) == ["A1", "B1", "C2", "C3"]

@@ -179,9 +179,14 @@ def _inner_lopo_scores(
         if skip:
             logger.info("logistic probe: inner split holding out %s skipped: %s", patient, skip)
             continue
-        for C in Cs:
-            pipeline = _fit_counting_convergence(_logistic_pipeline(C, seed, max_iter), x[~held], y[~held], not_converged)
-            per_c[C].append(classification_metrics(y[held], pipeline.predict(x[held]))["macro_f1"])
+        # One standardisation per split, and the C path walked upwards from warm starts: the
+        # problem is convex, so each fit ends where a cold one would, in far fewer iterations.
+        scaler = Standardiser().fit(x[~held])
+        x_fit, x_score = scaler.transform(x[~held]), scaler.transform(x[held])
+        lr = LogisticRegression(l1_ratio=0.0, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=True)
+        for C in sorted(Cs):
+            _fit_counting_convergence(lr.set_params(C=C), x_fit, y[~held], not_converged)
+            per_c[C].append(classification_metrics(y[held], lr.predict(x_score))["macro_f1"])
     return {C: float(np.mean(v)) if v else float("nan") for C, v in per_c.items()}
 
 

@@ -1,0 +1,102 @@
+"""Variants are parameter sets: the shipped ones parse, and every mistake names its variant."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tpir_kedro.models.variants import GENE_INPUTS, OBJECTIVES, VariantSpec, parse_variant, parse_variants
+
+CLIP = {"gene_input": "log_hvg", "loss": "infonce", "loss_params": {"temperature": 0.07}}
+
+
+@pytest.fixture(scope="module")
+def shipped(project_root) -> dict:
+    return yaml.safe_load((project_root / "conf" / "base" / "parameters_contrastive.yml").read_text())["variants"]
+
+
+def test_every_shipped_variant_parses_in_file_order(shipped):
+    specs = parse_variants(shipped)
+    assert [s.name for s in specs] == list(shipped)
+    assert all(isinstance(s, VariantSpec) for s in specs)
+    by_name = {s.name: s for s in specs}
+    # The method's comparison (docs/METHOD.md): baselines, gene-side variants, untrained floors.
+    assert {"clip", "bleep", "supervised", "imagenet", "random"} <= set(by_name)
+    for spec in specs:
+        assert spec.objective in OBJECTIVES
+        assert spec.description, f"variant {spec.name} has no description"
+        if spec.objective == "contrastive":
+            assert spec.gene_input in GENE_INPUTS and spec.loss and spec.init is None
+        else:
+            assert spec.gene_input is None and spec.loss is None
+    assert not by_name["imagenet"].trains and not by_name["random"].trains
+    assert by_name["random"].init == "random" and by_name["imagenet"].init == "imagenet"
+    assert by_name["supervised"].needs_labels and not by_name["clip"].needs_labels
+    if "class_guided" in by_name:
+        assert by_name["class_guided"].needs_labels and by_name["class_guided"].use_class_probs
+
+
+def test_the_shipped_evaluation_selection_parses(project_root, shipped):
+    evaluation = yaml.safe_load((project_root / "conf" / "base" / "parameters_evaluation.yml").read_text())["evaluation"]
+    specs = parse_variants(shipped, evaluation.get("variants"))
+    assert specs
+
+
+def test_selected_variants_come_in_the_selected_order(shipped):
+    assert [s.name for s in parse_variants(shipped, ["random", "clip"])] == ["random", "clip"]
+
+
+def test_an_unknown_selected_variant_lists_the_defined_ones(shipped):
+    with pytest.raises(ValueError, match=r"unknown variant\(s\) \['clipp'\]") as err:
+        parse_variants(shipped, ["clip", "clipp"])
+    assert all(name in str(err.value) for name in shipped)
+
+
+def test_no_variants_at_all_is_an_error():
+    with pytest.raises(ValueError, match="no variants are defined"):
+        parse_variants({})
+
+
+def test_an_empty_variant_is_a_contrastive_one_without_gene_input():
+    with pytest.raises(ValueError, match=r"variant 'bare': gene_input None"):
+        parse_variants({"bare": None})
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({**CLIP, "temprature": 0.1}, r"unknown key\(s\) \['temprature'\]"),
+        ({**CLIP, "objective": "selfsupervised"}, r"objective 'selfsupervised' is not one of"),
+        ({**CLIP, "loss": "triplet"}, r"unknown contrastive loss 'triplet'"),
+        ({**CLIP, "loss_params": {"temperatur": 0.1}}, r"unknown parameter 'temperatur' for the infonce loss"),
+        ({**CLIP, "loss_params": {"temperature": -1}}, r"temperature must be a positive number"),
+        ({**CLIP, "loss_params": {"temperature": "0.07"}}, r"temperature must be a positive number"),
+        ({**CLIP, "gene_input": "pca"}, r"gene_input 'pca' is not one of"),
+        ({"gene_input": "log_hvg"}, r"a contrastive variant needs a loss"),
+        ({"gene_input": "scvi", "loss": "similarity", "loss_params": {"target_source": "genes"}}, r"unknown target_source 'genes'"),
+        ({"gene_input": "log_hvg", "loss": "similarity"}, r"similarity targets from genes need gene_input scvi or scanvi"),
+        ({"gene_input": "log_hvg", "loss": "similarity", "loss_params": {"target_source": "both"}}, r"need gene_input scvi or scanvi"),
+        ({"gene_input": "scvi", "loss": "class_guided", "use_class_probs": True}, r"use_class_probs needs gene_input scanvi"),
+        ({"gene_input": "log_hvg", "loss": "class_guided", "use_class_probs": True}, r"use_class_probs needs gene_input scanvi"),
+        ({"objective": "none", "init": "random", "loss": "infonce"}, r"objective 'none' takes no gene_input or loss"),
+        ({"objective": "supervised", "gene_input": "log_hvg"}, r"objective 'supervised' takes no gene_input or loss"),
+    ],
+)
+def test_a_mistake_is_a_value_error_naming_the_variant(spec, message):
+    with pytest.raises(ValueError, match=r"^variant 'mine': .*" + message):
+        parse_variant("mine", spec)
+    with pytest.raises(ValueError, match=r"variant 'mine': .*" + message):
+        parse_variants({"clip": CLIP, "mine": spec}, ["clip", "mine"])
+
+
+def test_similarity_targets_from_images_need_no_vae_input():
+    spec = parse_variant("img_sim", {"gene_input": "log_hvg", "loss": "similarity", "loss_params": {"target_source": "image"}})
+    assert spec.loss == "similarity" and spec.gene_input == "log_hvg"
+
+
+def test_to_dict_carries_what_shapes_the_weights():
+    spec = parse_variant("cg", {"gene_input": "scanvi", "loss": "class_guided", "use_class_probs": True, "description": "prose"})
+    assert spec.to_dict() == {
+        "name": "cg", "objective": "contrastive", "gene_input": "scanvi", "loss": "class_guided",
+        "loss_params": {}, "init": None, "use_class_probs": True,
+    }
