@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import resource
 import subprocess
 import time
 from importlib import metadata
@@ -61,6 +62,7 @@ class RunManifestHooks:
         self._started: dict[str, float] = {}
         self._node_seconds: dict[str, float] = {}
         self._node_stage: dict[str, str] = {}
+        self._node_peak_mb: dict[str, int] = {}
 
     @hook_impl
     def after_catalog_created(self, catalog, parameters, save_version, load_versions) -> None:
@@ -81,6 +83,8 @@ class RunManifestHooks:
     def after_node_run(self, node) -> None:
         self._node_seconds[node.name] = round(time.perf_counter() - self._started.pop(node.name, time.perf_counter()), 2)
         self._node_stage[node.name] = sorted(node.tags)[0] if node.tags else "untagged"
+        # Peak resident memory of this process so far (Linux: KiB): where the run's memory peaks.
+        self._node_peak_mb[node.name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
     @hook_impl
     def after_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
@@ -109,6 +113,7 @@ class RunManifestHooks:
             "packages": package_versions(),
             "device": device_info(),
             "wall_seconds": {"total": round(time.perf_counter() - getattr(self, "_t0", time.perf_counter()), 2), "stages": stages, "nodes": dict(self._node_seconds)},
+            "peak_rss_mb": {"total": max(self._node_peak_mb.values(), default=None), "after_node": dict(self._node_peak_mb)},
         }
         catalog.save("run_manifest", manifest)
         logger.info("run manifest %s written (stages: %s)", manifest["run_id"], stages)

@@ -228,6 +228,7 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)
     seconds = time.perf_counter() - start
+    module.trainer = None  # drop the Trainer (optimiser state, loaders) so finished models stay light
     module.cpu().eval()
     history = pd.DataFrame()
     if run_dir is not None and trainer.is_global_zero:

@@ -35,7 +35,9 @@ class VariantSpec:
 
     @property
     def needs_labels(self) -> bool:
-        return self.objective == "supervised" or self.loss == "class_guided"
+        """Cannot train without a labelled training spot (class_guided with scANVI's class
+        probabilities can: every spot then gets soft p_i . p_j targets)."""
+        return self.objective == "supervised" or (self.loss == "class_guided" and not self.use_class_probs)
 
     def to_dict(self) -> dict:
         return {

@@ -96,6 +96,17 @@ def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, co
     return FoldEmbeddings(trained.variant.name, inputs.fold, seed, features, image_joint, gene_joint, trained.seconds, trained.fingerprint)
 
 
+def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec]:
+    """Variants that need labels are skipped (logged) where no training spot with a patch has one --
+    e.g. the real HER2ST sections with full-resolution images, none of which is labelled."""
+    if (inputs.train_label_codes >= 0).any():
+        return specs
+    for variant in specs:
+        if variant.needs_labels:
+            logger.warning("variant %s skipped in fold %s: it needs tissue labels and no training spot with a patch has one", variant.name, inputs.fold)
+    return [v for v in specs if not v.needs_labels]
+
+
 def _train(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, root: Path, config: TrainingConfig, seed: int) -> TrainedImageModel:
     start = time.perf_counter()
     trained = train_image_model(variant, config, _training_data(variant, inputs, store), seed, root / variant.name / inputs.fold)
@@ -121,7 +132,7 @@ def fold_image_embeddings(
         if fold == ALL_PATIENTS:
             continue
         for seed in evaluation.get("seeds", [0]):
-            for variant in specs:
+            for variant in _trainable(specs, inputs):
                 trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, int(seed))
                 out[f"{variant.name}/{fold}/{seed}"] = _embed(trained, inputs, patch_store, config, int(seed))
                 history.append(_history_rows(trained, fold, int(seed)))
@@ -140,7 +151,7 @@ def final_image_models(
     inputs = contrastive_inputs[ALL_PATIENTS]
     seed = int(evaluation.get("seeds", [0])[0])
     models = {}
-    for variant in parse_variants(variants, evaluation.get("variants")):
+    for variant in _trainable(parse_variants(variants, evaluation.get("variants")), inputs):
         trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, seed)
         features, _ = embed_patches(trained.encoder, patch_store.patches, inputs.train_rows, batch_size=config.eval_batch_size)
         models[variant.name] = {"trained": trained, "features": features, "config": config, "seed": seed}
