@@ -194,7 +194,7 @@ def _release(device_type: str) -> None:
 
 def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step: bool, workdir: Path) -> dict:
     """Fits the real module with the Trainer of ``train_image_model`` and times steady-state steps."""
-    from tpir_kedro.models.training import _SpotPairsData, resolve_precision, resolve_strategy
+    from tpir_kedro.models.training import _SpotPairsData, make_trainer
 
     world = config.devices if isinstance(config.devices, int) and config.devices > 0 else 1
     batches_per_epoch = len(data.rows) // (config.batch_size * world)  # what PatientMixingSampler yields per rank
@@ -204,21 +204,9 @@ def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step
     module = _fresh_module(variant, config, data)
     # The Trainer of train_image_model (run_root None: no logger, no checkpoints), except that it
     # stops after `total` batches; max_epochs covers them, so OneCycleLR's total is `total`.
-    trainer = L.Trainer(
-        max_epochs=math.ceil(total / batches_per_epoch),
-        max_steps=total,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=resolve_strategy(config),
-        precision=resolve_precision(config),
-        use_distributed_sampler=False,
-        logger=False,
-        callbacks=[StepTimer(runs, sync_every_step, str(stamps_path))],
-        enable_checkpointing=False,
-        enable_progress_bar=config.progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=config.log_every_n_steps,
-        deterministic=False,
+    trainer = make_trainer(
+        config, None, [StepTimer(runs, sync_every_step, str(stamps_path))],
+        max_steps=total, max_epochs=math.ceil(total / batches_per_epoch),
     )
     datamodule = _SpotPairsData(
         data, config.batch_size, config.num_workers, SEED,

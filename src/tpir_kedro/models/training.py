@@ -115,6 +115,26 @@ def resolve_strategy(config: TrainingConfig) -> str:
     return config.strategy
 
 
+def make_trainer(config: TrainingConfig, run_dir: Path | None, callbacks: list, max_steps: int = -1, max_epochs: int | None = None) -> L.Trainer:
+    """The Trainer every image-training run uses (the throughput benchmark too, so it measures this)."""
+    return L.Trainer(
+        max_epochs=config.epochs if max_epochs is None else max_epochs,
+        max_steps=max_steps,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        strategy=resolve_strategy(config),
+        precision=resolve_precision(config),
+        use_distributed_sampler=False,  # PatientMixingSampler shards by rank itself
+        logger=CSVLogger(run_dir, name="logs") if run_dir is not None else False,
+        callbacks=callbacks,
+        enable_checkpointing=run_dir is not None,
+        enable_progress_bar=config.progress_bar,
+        enable_model_summary=False,
+        log_every_n_steps=config.log_every_n_steps,
+        deterministic=False,
+    )
+
+
 class _SpotPairsData(L.LightningDataModule):
     """Builds the loader inside each process, so the sampler sees that process's DDP rank."""
 
@@ -206,21 +226,7 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
         if (run_dir / LAST_CHECKPOINT).is_file():
             resume = run_dir / LAST_CHECKPOINT
             logger.info("variant %s: resuming from %s", variant.name, resume)
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator=config.accelerator,
-        devices=config.devices,
-        strategy=resolve_strategy(config),
-        precision=resolve_precision(config),
-        use_distributed_sampler=False,  # PatientMixingSampler shards by rank itself
-        logger=CSVLogger(run_dir, name="logs") if run_dir is not None else False,
-        callbacks=callbacks,
-        enable_checkpointing=run_dir is not None,
-        enable_progress_bar=config.progress_bar,
-        enable_model_summary=False,
-        log_every_n_steps=config.log_every_n_steps,
-        deterministic=False,
-    )
+    trainer = make_trainer(config, run_dir, callbacks)
     datamodule = _SpotPairsData(
         data, config.batch_size, config.num_workers, seed,
         with_z=variant.loss == "similarity", with_probs=variant.use_class_probs,
