@@ -28,7 +28,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 

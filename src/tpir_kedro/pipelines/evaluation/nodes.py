@@ -15,10 +15,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
-from tpir_kedro.evaluation.probes import evaluate_probes, fit_logistic_probe, majority_rows
-from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.cohort.schema import is_classified
+from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
+from tpir_kedro.evaluation.folds import ALL_PATIENTS
+from tpir_kedro.evaluation.probes import evaluate_probes, fit_logistic_probe, majority_rows
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.packaged_model import LinearProbe, PackagedImageModel
 from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs
