@@ -79,7 +79,7 @@ class PackagedImageModel:
         torch.save(encoder_state_dict(self.encoder), staging / ENCODER_FILE)
         if self.probe is not None:
             (staging / PROBE_FILE).write_text(json.dumps(self.probe.to_dict()))
-        (staging / CARD_FILE).write_text(json.dumps(self.card, indent=2, default=str))
+        (staging / CARD_FILE).write_text(json.dumps(_json_safe(self.card), indent=2, default=str, allow_nan=False))
         (staging / CARD_MD).write_text(card_markdown(self.card))
         staging.rename(path)
         return path
@@ -96,11 +96,22 @@ class PackagedImageModel:
         return cls(encoder, probe, card)
 
 
+def _json_safe(value):
+    """NaN/inf -> None (strict JSON has neither), recursively."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def card_markdown(card: dict) -> str:
     lines = [f"# Model card: {card.get('variant', '?')}", "", card.get("description", ""), ""]
     for key in ("backbone", "init", "classes", "patch_size_um", "patch_size_px", "um_per_px_of_training_slides", "normalisation", "training_cohort", "lopo_metrics", "run_id", "limits"):
         if key in card:
             value = card[key]
-            text = json.dumps(value, default=str) if not isinstance(value, str) else value
+            text = json.dumps(_json_safe(value), default=str) if not isinstance(value, str) else value
             lines.append(f"- **{key}**: {text}")
     return "\n".join(lines) + "\n"

@@ -146,7 +146,8 @@ def results_figure(results_summary: pd.DataFrame) -> go.Figure:
 
 def _card(name: str, model: dict, inputs: FoldInputs, store: PatchStore, summary: pd.DataFrame, variants: dict, run_info: dict, probe: LinearProbe | None) -> dict:
     trained, config = model["trained"], model["config"]
-    lopo = summary[summary["variant"] == name].drop(columns="variant").to_dict(orient="records") if not summary.empty else []
+    rows = summary[summary["variant"] == name].drop(columns="variant")
+    lopo = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")  # JSON has no NaN
     section_scale = {s: v.get("um_per_px") for s, v in store.meta.get("sections", {}).items()} if isinstance(store.meta.get("sections"), dict) else {}
     return {
         "variant": name,
