@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
-from tpir_kedro.evaluation.probes import evaluate_probes, fit_logistic_probe, majority_rows
+from tpir_kedro.evaluation.probes import PROBE_COLUMNS, evaluate_probes, fit_logistic_probe, majority_rows
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.packaged_model import LinearProbe, PackagedImageModel
 from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs
@@ -60,7 +60,8 @@ def probe_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_
         labels, patients = _fold_labels(inputs)
         if is_classified(labels).any():
             rows += [{**r, "variant": "majority", "fold": fold, "seed": np.nan} for r in majority_rows(labels, patients, inputs.held_out_patient)]
-    metrics = pd.DataFrame(rows)
+    # Headers even when empty (no labelled patch anywhere): a CSV without columns cannot be read back.
+    metrics = pd.DataFrame(rows, columns=[*PROBE_COLUMNS, "variant", "fold", "seed"])
     confusion = pd.concat(confusions, ignore_index=True) if confusions else pd.DataFrame(columns=["probe", "held_out_patient", "true", "predicted", "count", "variant", "fold", "seed"])
     return metrics, confusion
 
@@ -86,7 +87,8 @@ def expression_prediction_results(fold_image_embeddings: dict[str, FoldEmbedding
             "pearson_r_top50": score["pearson_r_mean"], "pearson_r_median": score["pearson_r_median"],
             "n_genes": score["n_genes"], "n_genes_constant": score["n_genes_constant"],
         })
-    return pd.DataFrame(rows)
+    columns = ["variant", "fold", "seed", "held_out_patient", "space", "pearson_r_top50", "pearson_r_median", "n_genes", "n_genes_constant"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def results_table(probe_metrics: pd.DataFrame, expression_metrics: pd.DataFrame, run_info: dict) -> pd.DataFrame:
