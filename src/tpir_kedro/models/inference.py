@@ -52,8 +52,9 @@ def embed_patches(
 
 
 @torch.no_grad()
-def embed_genes(gene_head: nn.Module, genes: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """(n, g) gene-side input -> (n, embed_dim) joint-space embeddings, on CPU in eval mode."""
-    gene_head = gene_head.eval().cpu()
-    out = [gene_head(torch.from_numpy(np.asarray(genes[i:i + batch_size], dtype=np.float32))) for i in range(0, len(genes), batch_size)]
+def project(head: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """(n, d) inputs (gene-side inputs, or image features already computed) -> (n, embed_dim)
+    joint-space embeddings through ``head``, on CPU in eval mode."""
+    head = head.eval().cpu()
+    out = [head(torch.from_numpy(np.asarray(x[i:i + batch_size], dtype=np.float32))) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

@@ -19,7 +19,7 @@ from anndata import AnnData
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.imaging.patch_store import PatchStore
-from tpir_kedro.models.inference import embed_genes, embed_patches
+from tpir_kedro.models.inference import embed_patches, project
 from tpir_kedro.models.patch_data import reopenable_memmap
 from tpir_kedro.models.training import TrainedImageModel, TrainingData, train_image_model
 from tpir_kedro.models.training_config import TrainingConfig
@@ -90,9 +90,10 @@ def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, co
     features, _ = embed_patches(trained.encoder, store.patches, rows, batch_size=config.eval_batch_size)
     image_joint = gene_joint = None
     if contrastive and len(inputs.test_rows):
-        _, image_joint = embed_patches(trained.encoder, store.patches, inputs.test_rows, head=module.image_head, batch_size=config.eval_batch_size)
+        # The held-out patches' features are already computed: project them, not the pixels again.
+        image_joint = project(module.image_head, features[len(inputs.train_rows):])
         genes = inputs.log_hvg if trained.variant.gene_input == "log_hvg" else inputs.embeddings[trained.variant.gene_input]
-        gene_joint = embed_genes(module.gene_head, genes)
+        gene_joint = project(module.gene_head, genes)
     return FoldEmbeddings(trained.variant.name, inputs.fold, seed, features, image_joint, gene_joint, trained.seconds, trained.fingerprint)
 
 
