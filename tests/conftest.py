@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,71 @@ def tiny_demo_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_demo") / "her2st"
     write_her2st_layout(simulate_demo_cohort(TINY_DEMO), root)
     return root
+
+
+# Runtime parameters that shrink `train` to a tiny demo cohort (about a minute on 2 cores).
+TINY_TRAIN_PARAMS = {
+    "demo_cohort": {
+        "n_patients": 3,
+        "grid": [7, 7],
+        "expression": {"n_genes": 120, "markers_per_class": 10, "tumour_program_genes": 8},
+    },
+    "genes": {"n_top_genes": 50},
+    "patches": {"size_px": 32},
+    "batch_effect": {"n_top_genes": 100, "n_pcs": 10},
+    "gene_vae": {"n_latent": 4, "n_hidden": 32, "scvi_max_epochs": 5, "scanvi_max_epochs": 2, "accelerator": "cpu"},
+    "gene_scorecard": {"n_pcs": 10},
+    "folds": {"held_out_patients": ["B"]},
+    # Trained variants start from a random init here, so what they learn is visible against `random`.
+    "contrastive": {"init": "random", "epochs": 3, "batch_size": 16, "progress_bar": False, "eval_batch_size": 64, "embed_dim": 32, "gene_hidden": 64},
+    "evaluation": {"probe_Cs": [0.1, 1.0], "n_top_genes": 20, "expression_k": 10},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_train_params() -> dict:
+    return TINY_TRAIN_PARAMS
+
+
+def make_project_copy(root: Path) -> Path:
+    """A throw-away copy of the project's configuration at ``root``; runs write under root/data."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # the package itself is installed (editable)
+    return root
+
+
+@pytest.fixture(scope="session")
+def project_copy():
+    """``project_copy(root)``: a throw-away copy of the project's configuration, bootstrapped."""
+    from kedro.framework.startup import bootstrap_project
+
+    def make(root: Path) -> Path:
+        make_project_copy(root)
+        bootstrap_project(root)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_demo_project(tmp_path_factory) -> Path:
+    """A project copy on which ``demo_cohort`` and then ``train`` ran once on the tiny demo, with three
+    variants (one contrastive, the ImageNet baseline, the supervised one) and their final models.
+
+    Shared by the tests that need trained outputs (reports, notebooks, predict): treat it as
+    read-only; write to a copy or to new catalog versions only.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    project = make_project_copy(tmp_path_factory.mktemp("trained") / "project")
+    bootstrap_project(project)
+    params = {**TINY_TRAIN_PARAMS, "evaluation": {**TINY_TRAIN_PARAMS["evaluation"], "variants": ["scanvi_infonce", "imagenet", "supervised"]}}
+    for pipeline in ("demo_cohort", "train"):
+        with KedroSession.create(project_path=project, runtime_params=params) as session:
+            session.run(pipeline_names=[pipeline])
+    return project

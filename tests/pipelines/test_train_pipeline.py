@@ -3,58 +3,40 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
 
 from tpir_kedro.cohort.schema import validate_cohort
 
-TINY_PARAMS = {
-    "demo_cohort": {
-        "n_patients": 3,
-        "grid": [7, 7],
-        "expression": {"n_genes": 120, "markers_per_class": 10, "tumour_program_genes": 8},
-    },
-    "genes": {"n_top_genes": 50},
-    "patches": {"size_px": 32},
-    "batch_effect": {"n_top_genes": 100, "n_pcs": 10},
-    "gene_vae": {"n_latent": 4, "n_hidden": 32, "scvi_max_epochs": 5, "scanvi_max_epochs": 2, "accelerator": "cpu"},
-    "gene_scorecard": {"n_pcs": 10},
-    "folds": {"held_out_patients": ["B"]},
-    # Trained variants start from a random init here, so what they learn is visible against `random`.
-    "contrastive": {"init": "random", "epochs": 3, "batch_size": 16, "progress_bar": False, "eval_batch_size": 64, "embed_dim": 32, "gene_hidden": 64},
-    "evaluation": {"probe_Cs": [0.1, 1.0], "n_top_genes": 20, "expression_k": 10},
-}
 VARIANTS = ["clip", "bleep", "scvi_infonce", "scanvi_infonce", "scanvi_similarity", "class_guided", "imagenet", "random", "supervised"]
 
 
 @pytest.fixture()
-def project(tmp_path, project_root):
+def project(tmp_path, project_copy):
     """A throw-away copy of the project's configuration, so runs write under tmp_path/data."""
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(project_root / name, tmp_path / name)
-    shutil.copytree(project_root / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    (tmp_path / "conf" / "local").mkdir()
-    (tmp_path / "src").mkdir()  # the package itself is installed (editable)
-    bootstrap_project(tmp_path)
-    return tmp_path
+    return project_copy(tmp_path)
 
 
-def _run(project, pipeline, env=None, extra=None):
-    params = {**TINY_PARAMS, **(extra or {})}
-    with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
-        session.run(pipeline_names=pipeline.split(","))
-        return session.load_context().catalog
+@pytest.fixture()
+def run(tiny_train_params):
+    """``run(project, "pipe1,pipe2", env=None, extra=None)`` -> the session's catalog, on the tiny demo."""
+
+    def _run(project, pipeline, env=None, extra=None):
+        params = {**tiny_train_params, **(extra or {})}
+        with KedroSession.create(project_path=project, env=env, runtime_params=params) as session:
+            session.run(pipeline_names=pipeline.split(","))
+            return session.load_context().catalog
+
+    return _run
 
 
-def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project):
+def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project, run):
     with pytest.raises(Exception, match="make demo"):
-        _run(project, "train")  # no demo cohort yet: the error says how to make one
-    _run(project, "demo_cohort")
-    catalog = _run(project, "train")
+        run(project, "train")  # no demo cohort yet: the error says how to make one
+    run(project, "demo_cohort")
+    catalog = run(project, "train")
 
     cohort = catalog.load("cohort")
     validate_cohort(cohort)
@@ -111,19 +93,19 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project):
     # Versioned outputs: a second run adds versions and leaves the first ones untouched.
     first = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     before = (first[0] / "cohort.h5ad").read_bytes()
-    _run(project, "data_engineering")
+    run(project, "data_engineering")
     versions = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     assert len(versions) == 2 and (versions[0] / "cohort.h5ad").read_bytes() == before
     # The same inputs and parameters: finished image-training runs are reused, not retrained.
-    catalog = _run(project, "contrastive,evaluation")
+    catalog = run(project, "contrastive,evaluation")
     assert catalog.load("results").drop(columns="run_id").equals(results.drop(columns="run_id"))
     assert catalog.load("run_manifest")["wall_seconds"]["stages"]["contrastive"] < manifest["wall_seconds"]["stages"]["contrastive"]
 
 
-def test_her2st_env_reads_the_real_files(project, her2st_dir, monkeypatch):
+def test_her2st_env_reads_the_real_files(project, run, her2st_dir, monkeypatch):
     monkeypatch.setenv("TPIR_HER2ST_DIR", str(her2st_dir))
     extra = {"cohort": {"sections": ["A1", "B1", "C2", "C3"]}, "genes": {"n_top_genes": 300}, "folds": {"held_out_patients": None}}
-    catalog = _run(project, "data_engineering", env="her2st", extra=extra)
+    catalog = run(project, "data_engineering", env="her2st", extra=extra)
     cohort = catalog.load("cohort")
     assert sorted(cohort.obs["section"].unique()) == ["A1", "B1", "C2", "C3"]
     store = catalog.load("patch_store")

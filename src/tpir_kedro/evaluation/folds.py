@@ -17,6 +17,55 @@ def fold_key(held_out_patient: str) -> str:
     return f"holdout_{held_out_patient}"
 
 
+def sections_as_patients(obs: pd.DataFrame, sections: list[str] | None) -> pd.DataFrame:
+    """obs where each of ``sections`` is its own (pseudo-)patient, named after the section.
+
+    For a section-level hold-out (test one section, train on the rest of its patient too). This
+    deliberately breaks the patient rule for that fold -- the other sections of the same tumour are
+    in training -- so it measures within-patient generalisation, not the patient-held-out protocol.
+    The original patient stays in ``source_patient``.
+    """
+    sections = _names(sections)
+    if not sections:
+        return obs
+    known = set(obs["section"].astype(str))
+    unknown = sorted(set(sections) - known)
+    if unknown:
+        raise ValueError(f"held-out section(s) {unknown} are not in the cohort (sections: {sorted(known)})")
+    out = obs.copy()
+    patient = out["patient"].astype(str)
+    out["source_patient"] = patient.astype("category")
+    split = out["section"].astype(str).isin(sections)
+    out["patient"] = patient.where(~split, out["section"].astype(str)).astype("category")
+    return out
+
+
+def held_out_sections(folds: dict) -> list[str]:
+    return _names(folds.get("held_out_sections"))
+
+
+def held_out_units(folds: dict) -> list[str] | None:
+    """The fold units to hold out: ``held_out_sections`` first, then ``held_out_patients``.
+
+    With held-out sections, ``held_out_patients: null`` means no patient fold besides them (not
+    full LOPO); give patients as a list to run both.
+    """
+    sections = held_out_sections(folds)
+    patients = folds.get("held_out_patients")
+    if not sections:
+        return None if patients is None else _names(patients)
+    return sections + [p for p in _names(patients) if p not in sections]
+
+
+def _names(value) -> list[str]:
+    """A list, or names separated by spaces (``kedro run --params`` splits on commas); None -> []."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split()
+    return [str(v) for v in value]
+
+
 def patient_folds(obs: pd.DataFrame, held_out: list[str] | None = None) -> pd.DataFrame:
     """Long fold table: one row per (fold, patient) with its ``role`` (train/test) and spot counts.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pandas as pd
 from anndata import AnnData
 
@@ -12,8 +14,17 @@ from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
 from tpir_kedro.cohort.sources import LABELLED_SECTIONS, Her2stDirectory
 from tpir_kedro.cohort.spot_qc import add_batch_labels, filter_spots
-from tpir_kedro.evaluation.folds import ALL_PATIENTS, patient_folds, train_patients
+from tpir_kedro.evaluation.folds import (
+    ALL_PATIENTS,
+    held_out_sections,
+    held_out_units,
+    patient_folds,
+    sections_as_patients,
+    train_patients,
+)
 from tpir_kedro.imaging.tiling import TilingPlan, plan_tiling
+
+logger = logging.getLogger(__name__)
 
 
 def read_cohort(raw_cohort: Her2stDirectory, cohort: dict) -> AnnData:
@@ -37,12 +48,22 @@ def quality_filtered_spots(cohort_raw: AnnData, spot_qc: dict) -> tuple[AnnData,
     return filter_spots(cohort_raw, min_counts=int(spot_qc["min_counts"]), min_genes=int(spot_qc["min_genes"]))
 
 
-def cohort_with_batch_labels(cohort_qc: AnnData, batch_key: str) -> AnnData:
+def cohort_with_batch_labels(cohort_qc: AnnData, batch_key: str, folds: dict) -> AnnData:
+    """Batch labels on the fold units: a held-out section (``folds.held_out_sections``) is its own patient."""
+    sections = held_out_sections(folds)
+    if sections:
+        logger.warning(
+            "sections %s are held out as their own pseudo-patients: the other sections of their patient "
+            "stay in training, so these folds measure within-patient generalisation, not the patient-held-out protocol",
+            list(sections),
+        )
+        cohort_qc = cohort_qc.copy()
+        cohort_qc.obs = sections_as_patients(cohort_qc.obs, sections)
     return add_batch_labels(cohort_qc, batch_key)
 
 
 def leave_one_patient_out_folds(cohort: AnnData, folds: dict) -> pd.DataFrame:
-    return patient_folds(cohort.obs, folds.get("held_out_patients"))
+    return patient_folds(cohort.obs, held_out_units(folds))
 
 
 def fold_gene_sets(cohort: AnnData, patient_folds: pd.DataFrame, genes: dict) -> dict[str, list[str]]:
