@@ -1,10 +1,12 @@
 # The two commands of the README, each doing its own set-up:
-#   make demo   set up, simulate the demo cohort once, run `kedro run --pipelines=train`
+#   make demo   set up, simulate the demo cohort once, run `kedro run --pipelines=train`, then predict
+#               the demo's held-out slide
 #   make test   set up, run the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_RAW := data/01_raw/demo_her2st
+DEMO_SLIDE := data/01_raw/demo_slide
 
 .PHONY: setup demo demo-data test viz lab clean-data
 
@@ -18,11 +20,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo-data: setup
-	@if [ -d $(DEMO_RAW) ] && [ -n "$$(ls -A $(DEMO_RAW) 2>/dev/null)" ]; then echo "demo cohort present: $(DEMO_RAW)"; \
+	@if [ -n "$$(ls -A $(DEMO_RAW) 2>/dev/null)" ] && [ -n "$$(ls -A $(DEMO_SLIDE) 2>/dev/null)" ]; then echo "demo cohort present: $(DEMO_RAW), $(DEMO_SLIDE)"; \
 	else $(BIN)/kedro run --pipelines=demo_cohort; fi
 
 demo: demo-data
 	$(BIN)/kedro run --pipelines=train
+	$(BIN)/kedro run --pipelines=predict
 
 test: setup
 	$(BIN)/python -m pytest
@@ -31,4 +34,4 @@ viz: setup
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
 
 lab: setup
-	$(BIN)/kedro jupyter lab --ip 127.0.0.1 --no-browser
+	$(BIN)/kedro jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)

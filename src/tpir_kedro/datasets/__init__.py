@@ -4,15 +4,21 @@ from tpir_kedro.datasets.anndata_dataset import AnnDataDataset
 from tpir_kedro.datasets.cohort_source_dataset import Her2stDirectoryDataset, VisiumDirectoryDataset
 from tpir_kedro.datasets.folder_dataset import FolderDataset
 from tpir_kedro.datasets.gene_encoders_dataset import GeneEncodersDataset
+from tpir_kedro.datasets.her2st_section_slide_dataset import Her2stSectionSlideDataset
 from tpir_kedro.datasets.image_models_dataset import ImageModelsDataset
+from tpir_kedro.datasets.packaged_model_folders_dataset import PackagedModelFoldersDataset
 from tpir_kedro.datasets.patch_store_dataset import PatchStoreDataset
+from tpir_kedro.datasets.slide_dataset import SlideDataset
 
 __all__ = [
     "AnnDataDataset",
     "FolderDataset",
     "GeneEncodersDataset",
     "Her2stDirectoryDataset",
+    "Her2stSectionSlideDataset",
     "ImageModelsDataset",
+    "PackagedModelFoldersDataset",
     "PatchStoreDataset",
+    "SlideDataset",
     "VisiumDirectoryDataset",
 ]

@@ -62,12 +62,8 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
     n_classes = len(TISSUE_CLASSES)
     genes = [f"DEMO{i:04d}" for i in range(config.expression.n_genes)]
     programs = cohort_programs(rng, config.expression, n_classes)
-    base_composition = np.log(np.array([0.35, 0.1, 0.1, 0.08, 0.22, 0.15]))
-    pitch_px = config.pitch_um / config.um_per_px
-    margin_px = pitch_px
-    gx, gy = config.grid
-    shape = (int(round((gy - 1) * pitch_px + 2 * margin_px)), int(round((gx - 1) * pitch_px + 2 * margin_px)))
-    coarse = (int(np.ceil(shape[0] / pitch_px)) + 1, int(np.ceil(shape[1] / pitch_px)) + 1)
+    base_composition = BASE_LOG_COMPOSITION
+    pitch_px, margin_px, shape, coarse = section_geometry(config)
 
     layout = Her2stLayout(readme=_README.format(config=config))
     n_sections = config.n_patients * config.sections_per_patient
@@ -98,6 +94,20 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
                 patient=patient, counts=count_table, spots=spots, labels=labels, image=image, image_name=f"HE_{name}.jpg"
             )
     return layout
+
+
+# Cohort-wide log class composition before each patient's shift (TISSUE_CLASSES order).
+BASE_LOG_COMPOSITION = np.log(np.array([0.35, 0.1, 0.1, 0.08, 0.22, 0.15]))
+
+
+def section_geometry(config: DemoCohortConfig) -> tuple[float, float, tuple[int, int], tuple[int, int]]:
+    """Spot pitch and margin (px), image shape (H, W) and coarse field shape of every section image."""
+    pitch_px = config.pitch_um / config.um_per_px
+    margin_px = pitch_px
+    gx, gy = config.grid
+    shape = (int(round((gy - 1) * pitch_px + 2 * margin_px)), int(round((gx - 1) * pitch_px + 2 * margin_px)))
+    coarse = (int(np.ceil(shape[0] / pitch_px)) + 1, int(np.ceil(shape[1] / pitch_px)) + 1)
+    return pitch_px, margin_px, shape, coarse
 
 
 def _spot_table(rng, config: DemoCohortConfig, tissue: np.ndarray, pitch_px: float, margin_px: float) -> pd.DataFrame:

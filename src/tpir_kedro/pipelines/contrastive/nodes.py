@@ -28,6 +28,8 @@ from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs, build_fold_
 
 logger = logging.getLogger(__name__)
 
+HISTORY_COLUMNS = ["epoch", "step", "train_loss_step", "train_loss_epoch", "variant", "fold", "seed"]
+
 
 @dataclass
 class FoldEmbeddings:
@@ -118,7 +120,7 @@ def _train(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, root: Pa
 
 def _history_rows(trained: TrainedImageModel, fold: str, seed: int) -> pd.DataFrame:
     if trained.history.empty:
-        return pd.DataFrame()
+        return pd.DataFrame(columns=HISTORY_COLUMNS)
     return trained.history.assign(variant=trained.variant.name, fold=fold, seed=seed)
 
 
@@ -137,7 +139,8 @@ def fold_image_embeddings(
                 trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, int(seed))
                 out[f"{variant.name}/{fold}/{seed}"] = _embed(trained, inputs, patch_store, config, int(seed))
                 history.append(_history_rows(trained, fold, int(seed)))
-    return out, pd.concat(history, ignore_index=True) if history else pd.DataFrame()
+    # A header even when nothing trained (only imagenet/random): a column-less CSV does not read back.
+    return out, pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
 def final_image_models(

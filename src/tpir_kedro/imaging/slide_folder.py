@@ -1,0 +1,99 @@
+"""A slide folder: one H&E image with its scale, spot centres and (optionally) true labels.
+
+    slide.json   {"name", "image", "um_per_px", "spots", "labels", "description", "patient"}: the sidecar
+    <image>      the H&E image (JPEG or PNG)
+    spots.csv    spot_id, pixel_x, pixel_y (full-resolution pixel centres)
+    labels.csv   spot_id, label (only to score predictions)
+
+The demo writes its held-out slide this way; a user can lay out a slide of their own alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from tpir_kedro.cohort.errors import CohortInputError
+from tpir_kedro.imaging.slide_source import SlideSource, read_label_table, read_spot_table
+
+SIDECAR = "slide.json"
+SPOTS_FILE = "spots.csv"
+LABELS_FILE = "labels.csv"
+
+
+@dataclass
+class SlideFolder:
+    """A slide folder in memory: ``image`` (H, W, 3) uint8, ``spots`` (n, 3) ``spot_id pixel_x pixel_y``,
+    ``labels`` (n, 2) ``spot_id label`` or None."""
+
+    name: str
+    image: np.ndarray
+    um_per_px: float
+    spots: pd.DataFrame
+    labels: pd.DataFrame | None = None
+    image_name: str = "HE.jpg"
+    description: str = ""
+    patient: str | None = None
+
+
+def write_slide_folder(slide: SlideFolder, root: str | Path, jpeg_quality: int = 90) -> None:
+    """Write ``slide`` under ``root`` atomically (staging folder, then rename); never overwrites."""
+    root = Path(root)
+    if root.exists():
+        raise FileExistsError(f"{root} exists; refusing to overwrite it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.parent / f".{root.name}.{uuid.uuid4().hex}.tmp"
+    staging.mkdir()
+    try:
+        Image.fromarray(slide.image).save(staging / slide.image_name, quality=jpeg_quality)
+        slide.spots[["spot_id", "pixel_x", "pixel_y"]].to_csv(staging / SPOTS_FILE, index=False)
+        if slide.labels is not None:
+            slide.labels[["spot_id", "label"]].to_csv(staging / LABELS_FILE, index=False)
+        sidecar = {
+            "name": slide.name,
+            "image": slide.image_name,
+            "um_per_px": float(slide.um_per_px),
+            "spots": SPOTS_FILE,
+            "labels": LABELS_FILE if slide.labels is not None else None,
+            "description": slide.description,
+            "patient": slide.patient,
+        }
+        (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2))
+        os.replace(staging, root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_slide_folder(root: str | Path) -> SlideSource:
+    """The slide described by ``root/slide.json`` (paths in it are relative to ``root``)."""
+    root = Path(root)
+    sidecar_path = root / SIDECAR
+    if not sidecar_path.is_file():
+        raise CohortInputError(f"not a slide folder: {SIDECAR} is missing", path=sidecar_path)
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        name, image = str(sidecar["name"]), root / sidecar["image"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CohortInputError(f"slide sidecar is unreadable or lacks 'name'/'image': {exc}", path=sidecar_path) from exc
+    spots_path = root / sidecar["spots"] if sidecar.get("spots") else None
+    labels_path = root / sidecar["labels"] if sidecar.get("labels") else None
+    um_per_px = sidecar.get("um_per_px")
+    return SlideSource(
+        name=name,
+        image_path=image,
+        um_per_px=None if um_per_px is None else float(um_per_px),
+        spots=None if spots_path is None else read_spot_table(spots_path, name),
+        spots_path=spots_path,
+        labels=None if labels_path is None else read_label_table(labels_path, name),
+        description=str(sidecar.get("description", "")),
+        patient=None if sidecar.get("patient") is None else str(sidecar["patient"]),
+    )
