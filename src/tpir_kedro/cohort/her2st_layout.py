@@ -6,15 +6,14 @@ read back by :mod:`tpir_kedro.cohort.her2st`, so the demo exercises the real rea
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+
+from tpir_kedro.atomic_folder import new_folder_atomically
 
 
 @dataclass
@@ -42,22 +41,11 @@ def write_her2st_layout(layout: Her2stLayout, root: str | Path, jpeg_quality: in
 
     Refuses to write into an existing folder, so nothing already on disk is overwritten.
     """
-    root = Path(root)
-    if root.exists():
-        raise FileExistsError(f"{root} exists; refusing to overwrite it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkdtemp: its 0700 would make the cohort private to whoever wrote it.
-    staging = root.parent / f".{root.name}.{uuid.uuid4().hex}.tmp"
-    staging.mkdir()
-    try:
+    with new_folder_atomically(root, "a cohort folder") as staging:
         for name, tables in layout.sections.items():
             _write_section(staging, name, tables, jpeg_quality)
         if layout.readme:
             (staging / "README.md").write_text(layout.readme)
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _write_section(root: Path, name: str, tables: Her2stSectionTables, jpeg_quality: int) -> None:

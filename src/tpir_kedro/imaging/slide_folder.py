@@ -11,9 +11,6 @@ The demo writes its held-out slide this way; a user can lay out a slide of their
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from tpir_kedro.atomic_folder import new_folder_atomically
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.imaging.slide_source import SlideSource, read_label_table, read_spot_table
 
@@ -46,13 +44,7 @@ class SlideFolder:
 
 def write_slide_folder(slide: SlideFolder, root: str | Path, jpeg_quality: int = 90) -> None:
     """Write ``slide`` under ``root`` atomically (staging folder, then rename); never overwrites."""
-    root = Path(root)
-    if root.exists():
-        raise FileExistsError(f"{root} exists; refusing to overwrite it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = root.parent / f".{root.name}.{uuid.uuid4().hex}.tmp"
-    staging.mkdir()
-    try:
+    with new_folder_atomically(root, "a slide folder") as staging:
         Image.fromarray(slide.image).save(staging / slide.image_name, quality=jpeg_quality)
         slide.spots[["spot_id", "pixel_x", "pixel_y"]].to_csv(staging / SPOTS_FILE, index=False)
         if slide.labels is not None:
@@ -67,10 +59,6 @@ def write_slide_folder(slide: SlideFolder, root: str | Path, jpeg_quality: int =
             "patient": slide.patient,
         }
         (staging / SIDECAR).write_text(json.dumps(sidecar, indent=2))
-        os.replace(staging, root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def read_slide_folder(root: str | Path) -> SlideSource:

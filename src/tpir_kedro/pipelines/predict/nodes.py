@@ -19,7 +19,6 @@ from tpir_kedro.cohort.slide_image import image_size
 from tpir_kedro.evaluation.embedding_metrics import classes_absent, classification_metrics
 from tpir_kedro.imaging.patch_geometry import patch_side_px
 from tpir_kedro.imaging.patch_store import PatchStore
-from tpir_kedro.reporting.prediction_overlay import prediction_overlay
 from tpir_kedro.imaging.slide_source import SlideSource, check_spots_inside
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
 from tpir_kedro.imaging.tiling import SectionTiles, TilingPlan
@@ -27,6 +26,7 @@ from tpir_kedro.imaging.tissue_grid import tissue_mask, tissue_tile_grid
 from tpir_kedro.models.inference import embed_patches
 from tpir_kedro.models.packaged_model import PackagedImageModel
 from tpir_kedro.models.packaged_model_folders import PackagedModelFolders
+from tpir_kedro.reporting.prediction_overlay import prediction_overlay
 
 logger = logging.getLogger(__name__)
 
