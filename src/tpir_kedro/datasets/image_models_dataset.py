@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
+from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, VersionNotFoundError
+
+from tpir_kedro.models.packaged_model_folders import TRAIN_HINT
 
 if TYPE_CHECKING:
     from tpir_kedro.models.packaged_model import PackagedImageModel
@@ -25,9 +27,12 @@ class ImageModelsDataset(AbstractVersionedDataset[dict, dict]):
     def load(self) -> dict[str, PackagedImageModel]:
         from tpir_kedro.models.packaged_model import PackagedImageModel
 
-        root = Path(self._get_load_path())
+        try:
+            root = Path(self._get_load_path())
+        except VersionNotFoundError as exc:  # Kedro's own message would not say how to make one
+            raise DatasetError(f"no trained image models under {self._filepath}: {TRAIN_HINT}") from exc
         if not root.is_dir():
-            raise DatasetError(f"no image models at {root}; run `kedro run --pipelines=train` first")
+            raise DatasetError(f"no trained image models at {root}: {TRAIN_HINT}")
         return {d.name: PackagedImageModel.load(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
     def save(self, data: dict[str, PackagedImageModel]) -> None:
