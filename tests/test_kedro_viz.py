@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,9 +23,17 @@ LAYERS_IN_ORDER = ["raw", "intermediate", "primary", "feature", "model_input", "
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below 49152: kedro-viz refuses the ephemeral range the OS hands out for 0."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 49000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-49000")
 
 
 def _get(url: str, timeout: float = 10):
