@@ -114,6 +114,29 @@ def test_a_user_slide_with_spot_and_label_files(trained_demo_project, tmp_path):
     assert summary["scored_against_true_labels"]["n_scored"] == int(labels["label"].isin(TISSUE_CLASSES).sum())
 
 
+def test_a_training_section_through_predict_gets_the_training_patches_and_its_labels_back(trained_demo_project, tmp_path):
+    """Predict and training cut the same pixels at the same scale: a section the final models were
+    trained on, given as a user's slide, yields the training patch store's patches, and the final
+    probe (fitted on those patches) recovers most of its labels. A scale or tiling mismatch fails here."""
+    with KedroSession.create(project_path=trained_demo_project) as session:
+        catalog = session.load_context().catalog
+        cohort, store = catalog.load("cohort"), catalog.load("patch_store")
+    section = "A1"
+    obs = cohort.obs[cohort.obs["section"] == section]
+    obs[["spot_id", "pixel_x", "pixel_y"]].to_csv(tmp_path / "spots.csv", index=False)
+    obs[["spot_id", "label"]].to_csv(tmp_path / "labels.csv", index=False)
+    (image,) = trained_demo_project.glob(f"data/01_raw/demo_her2st/*/demo_her2st/ST-imgs/A/{section}/HE_{section}.jpg")
+    params = {"slide": str(image), "um_per_px": float(obs["um_per_px"].iloc[0]), "spots": str(tmp_path / "spots.csv"), "labels": str(tmp_path / "labels.csv"), "variant": "imagenet"}
+    predicted = run_predict(trained_demo_project, {"predict": params})
+
+    slide_patches = np.asarray(predicted.load("slide_patch_store").patches)
+    training_patches = np.asarray(store.patches)[store.rows(obs.index)]
+    assert slide_patches.shape == training_patches.shape
+    np.testing.assert_array_equal(slide_patches, training_patches)
+    score = predicted.load("slide_prediction_summary")["scored_against_true_labels"]
+    assert score["n_scored"] > 0 and score["accuracy"] > 0.8, score  # in-sample: the probe saw these spots
+
+
 def test_errors_name_what_is_missing(trained_demo_project, tmp_path):
     image = next(demo_slide_dir(trained_demo_project).glob("HE_*.jpg"))
     with pytest.raises(Exception, match=r"µm/px is unknown.*predict\.um_per_px"):
