@@ -15,10 +15,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder, encoder_state_dict
+if TYPE_CHECKING:
+    from tpir_kedro.models.image_encoders import ImageEncoder
 
 ENCODER_FILE = "encoder.pt"
 PROBE_FILE = "probe.json"
@@ -76,6 +78,8 @@ class PackagedImageModel:
         staging.mkdir(parents=True)
         import torch
 
+        from tpir_kedro.models.image_encoders import encoder_state_dict
+
         torch.save(encoder_state_dict(self.encoder), staging / ENCODER_FILE)
         if self.probe is not None:
             (staging / PROBE_FILE).write_text(json.dumps(self.probe.to_dict()))
@@ -90,6 +94,8 @@ class PackagedImageModel:
         if not (path / CARD_FILE).is_file():
             raise FileNotFoundError(f"{path} is not a packaged image model: {CARD_FILE} is missing")
         card = json.loads((path / CARD_FILE).read_text())
+        from tpir_kedro.models.image_encoders import build_image_encoder
+
         encoder = build_image_encoder(card["backbone"], "file", str(path / ENCODER_FILE))
         encoder.eval()
         probe = LinearProbe.from_dict(json.loads((path / PROBE_FILE).read_text())) if (path / PROBE_FILE).is_file() else None

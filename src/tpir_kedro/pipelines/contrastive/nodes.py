@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -19,12 +20,15 @@ from anndata import AnnData
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.imaging.patch_store import PatchStore
-from tpir_kedro.models.inference import embed_patches, project
-from tpir_kedro.models.patch_data import reopenable_memmap
-from tpir_kedro.models.training import TrainedImageModel, TrainingData, train_image_model
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec, parse_variants
 from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs, build_fold_inputs, check_patch_store
+
+if TYPE_CHECKING:
+    from tpir_kedro.models.training import TrainedImageModel, TrainingData
+
+# torch and Lightning are imported where a node trains or embeds, not with the pipeline: `kedro viz`,
+# `kedro jupyter` and `kedro registry` only need the pipeline's shape.
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +69,9 @@ def contrastive_training_inputs(
 
 
 def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore) -> TrainingData:
+    from tpir_kedro.models.patch_data import reopenable_memmap
+    from tpir_kedro.models.training import TrainingData
+
     genes = z = None
     if variant.objective == "contrastive":
         if variant.gene_input == "log_hvg":
@@ -86,6 +93,8 @@ def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore) 
 
 
 def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, config: TrainingConfig, seed: int) -> FoldEmbeddings:
+    from tpir_kedro.models.inference import embed_patches, project
+
     rows = np.concatenate([inputs.train_rows, inputs.test_rows])
     module = trained.module
     contrastive = module is not None and hasattr(module, "image_head")
@@ -111,6 +120,8 @@ def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec
 
 
 def _train(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, root: Path, config: TrainingConfig, seed: int) -> TrainedImageModel:
+    from tpir_kedro.models.training import train_image_model
+
     start = time.perf_counter()
     trained = train_image_model(variant, config, _training_data(variant, inputs, store), seed, root / variant.name / inputs.fold)
     state = "reused" if trained.reused else ("resumed" if trained.resumed else ("trained" if variant.trains else "untrained baseline"))
@@ -151,6 +162,8 @@ def final_image_models(
     if ALL_PATIENTS not in contrastive_inputs:
         logger.info("evaluation.final_models is false: no all-patient models")
         return {}
+    from tpir_kedro.models.inference import embed_patches
+
     config = TrainingConfig.from_dict(contrastive)
     inputs = contrastive_inputs[ALL_PATIENTS]
     seed = int(evaluation.get("seeds", [0])[0])

@@ -7,8 +7,6 @@ import logging
 import pandas as pd
 from anndata import AnnData
 
-from tpir_kedro.cohort.batch_effect import silhouettes_by_patient_and_class
-from tpir_kedro.cohort.gene_selection import select_genes
 from tpir_kedro.cohort.her2st import ReadOptions
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
@@ -68,6 +66,8 @@ def leave_one_patient_out_folds(cohort: AnnData, folds: dict) -> pd.DataFrame:
 
 def fold_gene_sets(cohort: AnnData, patient_folds: pd.DataFrame, genes: dict) -> dict[str, list[str]]:
     """Per fold, the genes fitted on that fold's training patients; ``all`` for a final model."""
+    from tpir_kedro.cohort.gene_selection import select_genes  # scanpy: only when genes are chosen
+
     folds = {fold: train_patients(patient_folds, fold) for fold in patient_folds["fold"].unique()}
     folds[ALL_PATIENTS] = sorted(cohort.obs["patient"].astype(str).unique())
     return {
@@ -95,6 +95,8 @@ def patch_tiling_plan(cohort: AnnData, patches: dict) -> TilingPlan:
 
 def raw_batch_effect(cohort: AnnData, batch_effect: dict) -> dict:
     """Silhouette by patient vs by class on PCA of log-normalised counts (the problem's size)."""
+    from tpir_kedro.cohort.batch_effect import silhouettes_by_patient_and_class
+
     return silhouettes_by_patient_and_class(cohort, n_top_genes=int(batch_effect["n_top_genes"]), n_pcs=int(batch_effect["n_pcs"]))
 
 

@@ -23,7 +23,6 @@ from tpir_kedro.imaging.slide_source import SlideSource, check_spots_inside
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
 from tpir_kedro.imaging.tiling import SectionTiles, TilingPlan
 from tpir_kedro.imaging.tissue_grid import tissue_mask, tissue_tile_grid
-from tpir_kedro.models.inference import embed_patches
 from tpir_kedro.models.packaged_model import PackagedImageModel
 from tpir_kedro.models.packaged_model_folders import PackagedModelFolders
 from tpir_kedro.reporting.prediction_overlay import prediction_overlay
@@ -115,6 +114,8 @@ def slide_tiling_plan(slide_to_predict: SlideSource, slide_spots: pd.DataFrame, 
 def slide_embeddings(slide_patch_store: PatchStore, slide_spots: pd.DataFrame, predict_image_model: PackagedImageModel, predict: dict) -> AnnData:
     """Spots x 0 AnnData with the encoder's features in ``obsm["X_image"]`` (n, feature_dim) and the
     pixel centres in ``obsm["spatial"]`` (n, 2); which model and scale in ``uns["image_model"]``."""
+    from tpir_kedro.models.inference import embed_patches  # torch only where a slide is embedded
+
     spot_ids = slide_spots["spot_id"].astype(str).to_numpy()
     store = slide_patch_store
     ((slide_name, section),) = store.meta["sections"].items()
