@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/results_markdown.py [PATH]   # default: the latest demo summary
 
 Columns: macro-F1, accuracy and balanced accuracy (mean ± sd over held-out patients and seeds) per
-variant and probe, the paired macro-F1 difference against ``imagenet`` (mean, folds x seeds better),
+variant and probe, the paired macro-F1 difference against ``imagenet`` (mean ± sd, folds x seeds better),
 and the expression-prediction Pearson r.
 """
 
@@ -39,7 +39,9 @@ def main() -> None:
     for _, row in summary.iterrows():
         diff = ""
         if "macro_f1_diff_vs_imagenet_mean" in row and pd.notna(row["macro_f1_diff_vs_imagenet_mean"]):
-            diff = f"{row['macro_f1_diff_vs_imagenet_mean']:+.3f} ({int(row['n_better_than_imagenet'])}/{int(row['n_pairs'])})"
+            sd = row.get("macro_f1_diff_vs_imagenet_sd")
+            spread = "" if pd.isna(sd) else f" ± {sd:.3f}"
+            diff = f"{row['macro_f1_diff_vs_imagenet_mean']:+.3f}{spread} ({int(row['n_better_than_imagenet'])}/{int(row['n_pairs'])})"
         print(f"| {row['variant']} | {row['probe']} | {_pm(row, 'macro_f1')} | {_pm(row, 'accuracy')} | {_pm(row, 'balanced_accuracy')} | {diff} | {_pm(row, 'pearson_r_top50')} |")
 
 
