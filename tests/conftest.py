@@ -76,6 +76,27 @@ def tiny_train_params() -> dict:
     return TINY_TRAIN_PARAMS
 
 
+def write_pyramidal_tiff(path: Path, levels: list, um_per_px: float | None, *, mpp_y: float | None = None) -> None:
+    """A tiled, lossless pyramidal TIFF that tiffslide reads as a whole slide: ``levels[0]`` (H, W, 3)
+    uint8 at full resolution, the rest as its sub-resolutions; µm/px in the TIFF resolution tags."""
+    import tifffile
+
+    options = {"tile": (64, 64), "photometric": "rgb", "compression": "zlib"}
+    resolution = {} if um_per_px is None else {"resolution": (1e4 / um_per_px, 1e4 / (mpp_y or um_per_px)), "resolutionunit": "CENTIMETER"}
+    with tifffile.TiffWriter(path) as tiff:
+        tiff.write(levels[0], subifds=len(levels) - 1, **options, **resolution)
+        for level in levels[1:]:
+            tiff.write(level, subfiletype=1, **options)
+
+
+@pytest.fixture(scope="session")
+def pyramidal_tiff():
+    """:func:`write_pyramidal_tiff`; skips when the whole-slide extra (tiffslide) is not installed."""
+    pytest.importorskip("tifffile")
+    pytest.importorskip("tiffslide")
+    return write_pyramidal_tiff
+
+
 def make_project_copy(root: Path) -> Path:
     """A throw-away copy of the project's configuration at ``root``; runs write under root/data."""
     root.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from PIL import Image
 from kedro.framework.session import KedroSession
 
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
@@ -112,6 +113,31 @@ def test_a_user_slide_with_spot_and_label_files(trained_demo_project, tmp_path):
     summary = catalog.load("slide_prediction_summary")
     assert summary["slide"] == image.stem and summary["patient"] is None and summary["patient_in_training_cohort"] is None
     assert summary["scored_against_true_labels"]["n_scored"] == int(labels["label"].isin(TISSUE_CLASSES).sum())
+
+
+def test_a_whole_slide_is_read_from_its_pyramid_at_the_scale_in_its_metadata(trained_demo_project, tmp_path, pyramidal_tiff):
+    """The demo slide as a pyramidal TIFF of twice its resolution (1 µm/px, said only by the file's
+    metadata): predict reads the level that is the demo image itself and gets its exact patches and
+    predictions (the model's 112 µm at 32 px wants at most 3.5 px per px: level 1 of 1 and 2)."""
+    folder = demo_slide_dir(trained_demo_project)
+    with Image.open(next(folder.glob("HE_*.jpg"))) as decoded:
+        image = np.asarray(decoded.convert("RGB"))
+    Image.fromarray(image).save(tmp_path / "D1.png")
+    pyramidal_tiff(tmp_path / "D1.tif", [image.repeat(2, axis=0).repeat(2, axis=1), image], 1.0)
+    spots = pd.read_csv(folder / "spots.csv")
+    spots.assign(pixel_x=spots["pixel_x"] * 2, pixel_y=spots["pixel_y"] * 2).to_csv(tmp_path / "spots_1um.csv", index=False)
+
+    # Outputs are versioned: each run's are read before the next run writes newer ones.
+    whole = run_predict(trained_demo_project, {"predict": {"slide": str(tmp_path / "D1.tif"), "spots": str(tmp_path / "spots_1um.csv"), "variant": "imagenet"}})
+    store, predictions = whole.load("slide_patch_store"), whole.load("slide_predictions")
+    assert store.meta["sections"]["D1"]["reader"] == "tiffslide" and store.meta["sections"]["D1"]["pyramid_level"] == 1
+    assert whole.load("slide_prediction_summary")["um_per_px"] == 1.0
+    assert whole.load("slide_prediction_overlay").data[0].type == "image"
+    patches = np.asarray(store.patches).copy()
+
+    plain = run_predict(trained_demo_project, {"predict": {"slide": str(tmp_path / "D1.png"), "um_per_px": 2.0, "spots": str(folder / "spots.csv"), "variant": "imagenet"}})
+    np.testing.assert_array_equal(patches, np.asarray(plain.load("slide_patch_store").patches))
+    pd.testing.assert_frame_equal(predictions.drop(columns=["pixel_x", "pixel_y"]), plain.load("slide_predictions").drop(columns=["pixel_x", "pixel_y"]))
 
 
 def test_a_training_section_through_predict_gets_the_training_patches_and_its_labels_back(trained_demo_project, tmp_path):

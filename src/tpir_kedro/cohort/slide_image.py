@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from tpir_kedro.cohort.errors import CohortInputError
+from tpir_kedro.cohort.whole_slide import whole_slide_reader, whole_slide_size
 
 # 1 gigapixel RGB is 3 GB decoded: large enough for 40x ST sections, small enough to catch garbage.
 DEFAULT_MAX_PIXELS = 1_000_000_000
@@ -80,6 +81,9 @@ def open_slide_image(path: str | Path, *, section: str | None = None, max_pixels
 
 
 def image_size(path: str | Path, *, section: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) in pixels from the header, without decoding."""
+    """(width, height) in full-resolution pixels from the header, without decoding (a whole slide's level 0)."""
+    reader = whole_slide_reader(path, section=section, max_pixels=max_pixels)
+    if reader is not None:
+        return whole_slide_size(path, reader, section=section)
     with open_slide_image(path, section=section, max_pixels=max_pixels) as image:
         return image.size

@@ -10,6 +10,7 @@ from PIL import Image
 
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS, open_slide_image
+from tpir_kedro.cohort.whole_slide import whole_slide_reader, whole_slide_thumbnail
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,13 @@ class Thumbnail:
 def slide_thumbnail(path: str | Path, max_side: int, *, section: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumbnail:
     """The image at ``path`` shrunk to at most ``max_side`` px a side (aspect kept; never enlarged).
 
-    JPEGs are decoded at a reduced draft scale first, so a large slide is never decoded in full.
+    JPEGs are decoded at a reduced draft scale first, and whole slides read from their pyramid, so
+    a large slide is never decoded in full.
     """
+    reader = whole_slide_reader(path, section=section, max_pixels=max_pixels)
+    if reader is not None:
+        rgb, full_size = whole_slide_thumbnail(path, reader, max_side, section=section)
+        return Thumbnail(rgb=rgb, full_size=full_size)
     with open_slide_image(path, section=section, max_pixels=max_pixels) as image:
         full_size = image.size
         try:

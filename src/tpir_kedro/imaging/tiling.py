@@ -2,8 +2,9 @@
 
 Each section's image is decoded once — at a reduced JPEG draft scale when the patches are
 downsampled anyway — and each patch is cropped and resampled in one PIL call (``resize(box=...)``,
-antialiased). Spots whose patch reaches past the image edge are padded with white (glass), never
-dropped, and flagged in the index.
+antialiased). A whole slide (SVS, NDPI, pyramidal TIFF, ...) is instead read patch by patch from
+the pyramid level nearest above the patch resolution, and resampled alike. Spots whose patch
+reaches past the image edge are padded with white (glass), never dropped, and flagged in the index.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS, open_slide_image
+from tpir_kedro.cohort.whole_slide import open_whole_slide, pyramid_level, read_patch, whole_slide_reader
 from tpir_kedro.imaging.patch_geometry import boxes_outside, decode_reduction, patch_boxes, patch_side_px
 from tpir_kedro.imaging.patch_store import INDEX_FILE, META_FILE, PATCHES_FILE, PatchStore
 
@@ -90,9 +92,13 @@ def plan_tiling(cohort: AnnData, size_um: float, size_px: int, max_image_pixels:
 def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndarray, max_image_pixels: int = DEFAULT_MAX_PIXELS, threads: int = 1) -> tuple[np.ndarray, dict]:
     """Cut one section's patches into ``out`` ((n, size_px, size_px, 3) uint8, written in place).
 
-    Returns the per-patch padded flags and a report (decode factor, decoded size).
+    Returns the per-patch padded flags and a report (decode factor and decoded size, or for a
+    whole slide its reader and the pyramid level read).
     """
     side = patch_side_px(size_um, tiles.um_per_px)
+    reader = whole_slide_reader(tiles.image_path, section=tiles.section, max_pixels=max_image_pixels)
+    if reader is not None:
+        return _tile_whole_slide(tiles, reader, side, size_px, out)
     factor = decode_reduction(side, size_px)
     with open_slide_image(tiles.image_path, section=tiles.section, max_pixels=max_image_pixels) as image:
         full_w, full_h = image.size
@@ -124,6 +130,21 @@ def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndar
             for i in range(len(boxes)):
                 cut(i)
     report = {"decode_factor": factor, "decoded_width": image.size[0], "decoded_height": image.size[1], "n_padded": int(padded.sum())}
+    return padded, report
+
+
+def _tile_whole_slide(tiles: SectionTiles, reader: str, side: float, size_px: int, out: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Cut a whole slide's patches region by region from the pyramid level nearest above the
+    patch resolution (one patch at a time: tiffslide's reads are not documented thread-safe)."""
+    with open_whole_slide(tiles.image_path, reader, section=tiles.section) as slide:
+        width, height = slide.dimensions
+        level = pyramid_level(slide, side, size_px)
+        boxes = patch_boxes(tiles.centres_xy, side)
+        padded = boxes_outside(boxes, width, height)
+        for i, box in enumerate(boxes):
+            out[i] = read_patch(slide, box, size_px, level)
+        downsample = float(slide.level_downsamples[level])
+    report = {"reader": reader, "pyramid_level": level, "level_downsample": downsample, "level0_width": int(width), "level0_height": int(height), "n_padded": int(padded.sum())}
     return padded, report
 
 

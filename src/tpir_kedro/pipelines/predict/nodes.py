@@ -16,6 +16,7 @@ from anndata import AnnData
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.cohort.slide_image import image_size
+from tpir_kedro.cohort.whole_slide import whole_slide_um_per_px
 from tpir_kedro.evaluation.embedding_metrics import classes_absent, classification_metrics
 from tpir_kedro.imaging.patch_geometry import patch_side_px
 from tpir_kedro.imaging.patch_store import PatchStore
@@ -30,8 +31,6 @@ from tpir_kedro.reporting.prediction_overlay import prediction_overlay
 logger = logging.getLogger(__name__)
 
 FEATURES_KEY = "X_image"
-# Pyramidal whole-slide formats PIL cannot (fully) read: named in the error so users know to export.
-WHOLE_SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".czi", ".isyntax")
 
 
 def predict_image_model(image_models: PackagedModelFolders, predict: dict) -> PackagedImageModel:
@@ -54,17 +53,15 @@ def predict_image_model(image_models: PackagedModelFolders, predict: dict) -> Pa
 
 
 def slide_to_predict(predict_slide: SlideSource, predict: dict) -> SlideSource:
-    """The slide at a known µm/px (``predict.um_per_px`` wins over the slide's own), its image readable."""
-    slide = predict_slide.with_scale(predict.get("um_per_px"))
-    try:
-        width, height = image_size(slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"]))
-    except CohortInputError as exc:
-        if slide.image_path.suffix.lower() in WHOLE_SLIDE_SUFFIXES:
-            raise CohortInputError(
-                f"{exc}. Whole-slide formats are read through PIL only (tiffslide/openslide are not dependencies): "
-                "export the slide, or a region of it, as TIFF, PNG or JPEG and give its µm/px"
-            ) from exc
-        raise
+    """The slide at a known µm/px, its image readable: ``predict.um_per_px`` wins over the slide's
+    own (its folder or catalog entry), which wins over a whole slide's metadata."""
+    slide, scale = predict_slide, predict.get("um_per_px")
+    if scale is None and slide.um_per_px is None:
+        scale = whole_slide_um_per_px(slide.image_path, section=slide.name)
+        if scale is not None:
+            logger.info("predict: µm/px %.4g from the whole slide's own metadata", scale)
+    slide = slide.with_scale(scale)
+    width, height = image_size(slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"]))
     logger.info("predict: slide %s, %dx%d px at %.4g µm/px (%s)", slide.name, width, height, slide.um_per_px, slide.description or slide.image_path)
     return slide
 
