@@ -9,20 +9,14 @@ decoding the same JPEG alone (what any tiler must pay at least once).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from stage_process import print_stage_result, run_stage  # benchmarks/, beside this script
+
 DEFAULT_HER2ST = Path(__file__).resolve().parents[1].parent / "shared" / "her2st"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def stage_read_all(root: Path) -> dict:
@@ -58,8 +52,7 @@ def stage_tile(root: Path, size_px: int, n_jobs: int) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_stage(__file__, args)
 
 
 def main() -> None:
@@ -75,8 +68,7 @@ def main() -> None:
 
     if args.stage:
         result = {"read_all": lambda: stage_read_all(root), "decode": lambda: stage_decode(c2), "tile": lambda: stage_tile(root, args.size_px, args.jobs)}[args.stage]()
-        result["peak_rss_mb"] = _peak_rss_mb()
-        print(json.dumps(result))
+        print_stage_result(result)
         return
 
     read = _child(["--stage", "read_all", "--her2st", str(root)])

@@ -13,22 +13,16 @@ own downsampling).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from stage_process import print_stage_result, run_stage  # benchmarks/, beside this script
+
 DEFAULT_HER2ST = Path(__file__).resolve().parents[1].parent / "shared" / "her2st"
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _c2_plan(root: Path, size_px: int, image: Path | None, scale: int):
@@ -87,8 +81,7 @@ def stage_thumbnail(image: Path) -> dict:
 
 
 def _child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_stage(__file__, args)
 
 
 def main() -> None:
@@ -110,8 +103,7 @@ def main() -> None:
             "thumbnail": lambda: stage_thumbnail(args.image),
         }
         result = stages[args.stage]()
-        result["peak_rss_mb"] = _peak_rss_mb()
-        print(json.dumps(result))
+        print_stage_result(result)
         return
 
     from tpir_kedro.imaging.patch_store import PatchStore
