@@ -12,6 +12,7 @@ from tpir_kedro.cohort import whole_slide
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.slide_image import image_size, open_slide_image
 from tpir_kedro.cohort.whole_slide import whole_slide_reader, whole_slide_um_per_px
+from tpir_kedro.imaging import whole_slide_pixels
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
 from tpir_kedro.imaging.tiling import SectionTiles, tile_section
 
@@ -111,7 +112,7 @@ def test_a_pyramids_size_and_thumbnail_come_from_its_header_and_coarse_level(pyr
     expected = np.asarray(Image.open(pngs[0]).resize((200, 150), Image.Resampling.BOX), dtype=float)
     assert np.abs(thumbnail.rgb.astype(float) - expected).mean() < 3.0
     # Read in many bands (a flat BigTIFF's way), the thumbnail is the same picture.
-    monkeypatch.setattr(whole_slide, "THUMBNAIL_BAND_PIXELS", 256 * 40)
+    monkeypatch.setattr(whole_slide_pixels, "THUMBNAIL_BAND_PIXELS", 256 * 40)
     banded = slide_thumbnail(path, 200, max_pixels=1000)
     assert np.abs(banded.rgb.astype(float) - thumbnail.rgb).mean() < 1.0
 

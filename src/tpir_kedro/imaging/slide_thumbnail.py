@@ -10,7 +10,8 @@ from PIL import Image
 
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS, open_slide_image
-from tpir_kedro.cohort.whole_slide import whole_slide_reader, whole_slide_thumbnail
+from tpir_kedro.cohort.whole_slide import whole_slide_reader
+from tpir_kedro.imaging.whole_slide_pixels import whole_slide_thumbnail
 
 
 @dataclass(frozen=True)

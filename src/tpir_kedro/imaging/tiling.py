@@ -25,9 +25,10 @@ from PIL import Image
 
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS, open_slide_image
-from tpir_kedro.cohort.whole_slide import open_whole_slide, pyramid_level, read_patch, whole_slide_reader
+from tpir_kedro.cohort.whole_slide import open_whole_slide, whole_slide_reader
 from tpir_kedro.imaging.patch_geometry import boxes_outside, decode_reduction, patch_boxes, patch_side_px
 from tpir_kedro.imaging.patch_store import INDEX_FILE, META_FILE, PATCHES_FILE, PatchStore
+from tpir_kedro.imaging.whole_slide_pixels import pyramid_level, read_patch
 
 logger = logging.getLogger(__name__)
 GLASS = 255
