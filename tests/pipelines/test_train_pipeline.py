@@ -76,8 +76,8 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project, run):
     assert results.loc[results["variant"] != "majority", "pearson_r_top50"].notna().all()
     assert results["run_id"].nunique() == 1
     # Every trained run learns its objective: its epoch loss falls from the first epoch to the last
-    # (worst last/first ratio 0.97 over seven tiny runs, five simulated cohorts). What it does to the probe is
-    # checked on a larger cohort below: on 33 held-out spots macro-F1 is noise.
+    # (worst last/first ratio 0.97 over seven tiny runs, five simulated cohorts). What it does to
+    # the probe is checked on a larger cohort below: on 33 held-out spots macro-F1 is noise.
     history = catalog.load("training_history")
     epoch_loss = history.dropna(subset=["train_loss_epoch"]).groupby(["variant", "fold", "seed"])["train_loss_epoch"]
     assert (epoch_loss.last() < epoch_loss.first()).all(), epoch_loss.agg(["first", "last"])
@@ -108,8 +108,8 @@ def test_trained_encoders_beat_the_random_init_encoder_on_the_held_out_patient(p
     labelled spots), the default ImageNet initialisation, three trained variants, two epochs.
 
     Over five simulated cohorts of this size the trained encoders beat the random init on four
-    (logistic macro-F1 by 0.04-0.17); on the fifth the random encoder scored 0.54 against 0.37, so this pins
-    the demo's seed 0 (margin 0.11, logistic and kNN alike), large against the <= 0.02 that a
+    (logistic macro-F1 by 0.04-0.17); on the fifth the random encoder scored 0.54 against 0.37, so
+    this pins the demo's seed 0 (margin 0.11, logistic and kNN alike), large against the <= 0.02 that a
     different CPU moves it. The full demo shows it on every patient and seed (README, 12/12 pairs).
     """
     extra = {
