@@ -376,6 +376,8 @@ def main() -> None:
         "devices": args.devices, "accelerator": args.accelerator, "precision": args.precision,
         "num_workers": args.num_workers, "threads": args.threads, "channels_last": args.channels_last,
         "progress_bar": args.progress_bar,
+        # The loop through the backbone is what this measures: fine-tuning, whatever the conf's regime.
+        "regime": "full", "max_steps": None,
     }
     config = TrainingConfig.from_dict({**params["contrastive"], **{k: v for k, v in overrides.items() if v is not None or k == "weights_path"}})
 

@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/results_markdown.py [PATH]   # default: the latest demo summary
 
-Columns: macro-F1, accuracy and balanced accuracy (mean ± sd over held-out patients and seeds) per
-variant and probe, the paired macro-F1 difference against ``imagenet`` (mean ± sd, folds x seeds better),
-and the expression-prediction Pearson r.
+One row per variant, representation space and probe: macro-F1, accuracy and balanced accuracy (mean ±
+sd over held-out patients, seeds averaged within each: n = folds), the paired per-fold macro-F1
+difference against ``imagenet``'s backbone (mean, 95% t interval over folds, folds ahead), and the
+expression-prediction Pearson r.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "macro_f1_diff_vs_imagenet_"
 
 
 def _latest(path: Path) -> Path:
@@ -30,19 +32,33 @@ def _pm(row, metric: str) -> str:
     return f"{mean:.2f}" if pd.isna(sd) else f"{mean:.2f} ± {sd:.2f}"
 
 
+def _delta(row) -> str:
+    mean = row.get(f"{PREFIX}mean")
+    if mean is None or pd.isna(mean):
+        return ""
+    low, high = row.get(f"{PREFIX}ci_low"), row.get(f"{PREFIX}ci_high")
+    interval = "" if pd.isna(low) else f" [{low:+.3f}, {high:+.3f}]"
+    return f"{mean:+.3f}{interval} ({int(row[f'{PREFIX}n_folds_ahead'])}/{int(row[f'{PREFIX}n_folds'])})"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    lines = [
+        "| variant | space | probe | n folds | macro-F1 | accuracy | balanced acc. | Δ macro-F1 vs imagenet [95% CI] (folds ahead) | Pearson r top-50 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, row in summary.iterrows():
+        lines.append(
+            f"| {row['variant']} | {row.get('space', '')} | {row['probe']} | {int(row['n_folds'])} | {_pm(row, 'macro_f1')} | {_pm(row, 'accuracy')} "
+            f"| {_pm(row, 'balanced_accuracy')} | {_delta(row)} | {_pm(row, 'pearson_r_top50')} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     path = _latest(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data/08_reporting/results_summary.csv")
     summary = pd.read_csv(path)
     print(f"<!-- {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} -->")
-    print("| variant | probe | macro-F1 | accuracy | balanced acc. | Δ macro-F1 vs imagenet (better) | Pearson r top-50 |")
-    print("|---|---|---|---|---|---|---|")
-    for _, row in summary.iterrows():
-        diff = ""
-        if "macro_f1_diff_vs_imagenet_mean" in row and pd.notna(row["macro_f1_diff_vs_imagenet_mean"]):
-            sd = row.get("macro_f1_diff_vs_imagenet_sd")
-            spread = "" if pd.isna(sd) else f" ± {sd:.3f}"
-            diff = f"{row['macro_f1_diff_vs_imagenet_mean']:+.3f}{spread} ({int(row['n_better_than_imagenet'])}/{int(row['n_pairs'])})"
-        print(f"| {row['variant']} | {row['probe']} | {_pm(row, 'macro_f1')} | {_pm(row, 'accuracy')} | {_pm(row, 'balanced_accuracy')} | {diff} | {_pm(row, 'pearson_r_top50')} |")
+    print(markdown_table(summary))
 
 
 if __name__ == "__main__":

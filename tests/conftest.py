@@ -66,7 +66,11 @@ TINY_TRAIN_PARAMS = {
     "gene_scorecard": {"n_pcs": 10},
     "folds": {"held_out_patients": ["B"]},
     # Trained variants start from a random init here, so what they learn is visible against `random`.
-    "contrastive": {"init": "random", "epochs": 3, "batch_size": 16, "progress_bar": False, "eval_batch_size": 64, "embed_dim": 32, "gene_hidden": 64},
+    # The default frozen regime, with fewer cached views and steps than the demo's.
+    "contrastive": {
+        "init": "random", "max_steps": 60, "feature_views": 4, "batch_size": 16, "progress_bar": False, "eval_batch_size": 64,
+        "embed_dim": 32, "gene_hidden": 64, "adapter_hidden": 64, "adapter_dim": 32,
+    },
     "evaluation": {"probe_Cs": [0.1, 1.0], "n_top_genes": 20, "expression_k": 10},
 }
 

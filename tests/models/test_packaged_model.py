@@ -152,3 +152,28 @@ def test_loading_a_folder_without_a_model_card_names_it(packaged, tmp_path):
     (incomplete / ENCODER_FILE).write_bytes((path / ENCODER_FILE).read_bytes())
     with pytest.raises(FileNotFoundError, match=CARD_FILE):
         PackagedImageModel.load(incomplete)
+
+
+def test_a_model_with_an_adapter_embeds_through_it_before_and_after_a_round_trip(packaged, tmp_path):
+    from tpir_kedro.models.adapter import ImageAdapter
+    from tpir_kedro.models.packaged_model import ADAPTER_FILE
+
+    model, _, patches = packaged
+    torch.manual_seed(1)
+    adapter = ImageAdapter(model.encoder.feature_dim, hidden=16, out_dim=8, dropout=0.1).eval()
+    card = {**model.card, "representation": "adapter", "adapter": adapter.spec()}
+    with_adapter = PackagedImageModel(model.encoder, None, card, adapter)
+    rows = np.array([0, 2, 4, 6])
+    features, _ = embed_patches(model.encoder, patches, rows, batch_size=4, device="cpu")
+    expected = adapter(torch.from_numpy(features)).detach().numpy()
+    np.testing.assert_allclose(with_adapter.embed(patches, rows, device="cpu"), expected, rtol=1e-5, atol=1e-6)
+
+    path = with_adapter.save(tmp_path / "with_adapter")
+    assert (path / ADAPTER_FILE).is_file()
+    loaded = PackagedImageModel.load(path)
+    assert loaded.adapter is not None and not loaded.adapter.training
+    np.testing.assert_allclose(loaded.embed(patches, rows, device="cpu"), expected, rtol=1e-5, atol=1e-6)
+    (path / ADAPTER_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=ADAPTER_FILE):
+        PackagedImageModel.load(path)
+    assert PackagedImageModel.load(model.save(tmp_path / "plain")).embed(patches, rows, device="cpu").shape == features.shape  # no adapter: the features

@@ -36,7 +36,9 @@ N_SPOTS, N_STORE, N_PATIENTS, N_GENES, N_LATENT, N_CLASSES, SIZE = 48, 60, 3, 20
 BATCH = 8
 STEPS_PER_EPOCH = N_SPOTS // BATCH
 
+# Full fine-tuning: these tests train through the backbone (the frozen regime: test_frozen_regime.py).
 CONFIG = TrainingConfig(
+    regime="full", max_steps=None, adapter_hidden=32, adapter_dim=16,
     backbone="resnet18", init="random", embed_dim=16, gene_hidden=32, epochs=1, batch_size=BATCH,
     accelerator="cpu", devices=1, precision="32-true", progress_bar=False, log_every_n_steps=1, eval_batch_size=16,
 )

@@ -27,13 +27,13 @@ def _unlabelled_fold(rng, n_train=12, n_test=6, k=4) -> FoldInputs:
 def test_a_fold_without_labels_gives_expression_rows_only_and_csv_safe_tables(tmp_path):
     rng = np.random.default_rng(0)
     inputs = {"holdout_B": _unlabelled_fold(rng)}
-    emb = {"imagenet/holdout_B/0": FoldEmbeddings("imagenet", "holdout_B", 0, rng.random((18, 8)), None, None, 0.0, "untrained")}
+    emb = {"imagenet/holdout_B/0": FoldEmbeddings("imagenet", "holdout_B", 0, {"backbone": rng.random((18, 8))}, None, None, 0.0, "untrained")}
     metrics, confusion = probe_results(emb, inputs, EVALUATION)
     assert metrics.empty and "macro_f1" in metrics.columns and confusion.empty
     path = tmp_path / "probe_metrics.csv"
     metrics.to_csv(path, index=False)
     reloaded = pd.read_csv(path)  # an empty table still has its header
     expression = expression_prediction_results(emb, inputs, EVALUATION)
-    assert list(expression["space"]) == ["image"] and np.isfinite(expression["pearson_r_top50"]).all()
+    assert list(expression["space"]) == ["backbone"] and np.isfinite(expression["pearson_r_top50"]).all()
     table = results_table(reloaded, expression, {"run_id": "r1"})
-    assert list(table["probe"]) == ["none"] and table["macro_f1"].isna().all() and table["run_id"].eq("r1").all()
+    assert list(table["probe"]) == ["none"] and list(table["space"]) == ["backbone"] and table["macro_f1"].isna().all() and table["run_id"].eq("r1").all()

@@ -26,6 +26,7 @@ from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_inf
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from tpir_kedro.cohort.schema import TISSUE_CLASSES, is_classified
+from tpir_kedro.evaluation.fold_statistics import paired_difference
 from tpir_kedro.evaluation.folds import train_patients
 
 logger = logging.getLogger(__name__)
@@ -311,19 +312,23 @@ def paired_fold_differences(per_fold_a: pd.DataFrame, per_fold_b: pd.DataFrame, 
     """Per-fold comparison of two models' transfer tables, matched on ``fold`` (folds where either is NaN dropped).
 
     Returns ``metric``, ``n_folds`` (matched), ``n_a_better`` (folds with a > b), ``n_b_better``,
-    ``mean_difference`` and ``sd_difference`` (sample sd, ddof=1) of a - b.
+    ``mean_difference``, ``sd_difference`` (sample sd, ddof=1) and the 95% t interval ``ci_low`` /
+    ``ci_high`` of a - b: :func:`~tpir_kedro.evaluation.fold_statistics.paired_difference`.
     """
-    merged = per_fold_a[["fold", metric]].merge(per_fold_b[["fold", metric]], on="fold", suffixes=("_a", "_b"), validate="one_to_one")
+    for name, table in (("first", per_fold_a), ("second", per_fold_b)):
+        if table["fold"].duplicated().any():
+            raise ValueError(f"paired differences: the {name} table has several rows for fold(s) {sorted(table.loc[table['fold'].duplicated(), 'fold'])}")
     unmatched = set(per_fold_a["fold"]) ^ set(per_fold_b["fold"])
     if unmatched:
         logger.warning("paired differences: folds %s are in only one table and are left out", sorted(unmatched))
-    merged = merged.dropna(subset=[f"{metric}_a", f"{metric}_b"])
-    diff = merged[f"{metric}_a"].astype(float) - merged[f"{metric}_b"].astype(float)
+    d = paired_difference(per_fold_a.set_index("fold")[metric].astype(float), per_fold_b.set_index("fold")[metric].astype(float))
     return {
         "metric": metric,
-        "n_folds": int(len(diff)),
-        "n_a_better": int((diff > 0).sum()),
-        "n_b_better": int((diff < 0).sum()),
-        "mean_difference": float(diff.mean()) if len(diff) else float("nan"),
-        "sd_difference": float(diff.std(ddof=1)) if len(diff) > 1 else float("nan"),
+        "n_folds": d["n_folds"],
+        "n_a_better": d["n_folds_ahead"],
+        "n_b_better": d["n_folds_behind"],
+        "mean_difference": d["mean_difference"],
+        "sd_difference": d["sd_difference"],
+        "ci_low": d["ci_low"],
+        "ci_high": d["ci_high"],
     }

@@ -1,7 +1,9 @@
-"""Lightning modules that train the image encoder: contrastive against genes, or supervised.
+"""Lightning modules that train the image side: contrastive against genes, or supervised.
 
-Both read uint8 patch batches, augment them on the device they train on, and run the backbone in
-channels-last memory format (faster convolutions under autocast on GPUs). The contrastive losses
+Both train an :class:`~tpir_kedro.models.adapter.ImageAdapter` on the backbone's features, and the
+backbone with it (full fine-tuning), its last blocks (partial) or not at all (frozen: batches then
+carry cached features). Patch batches are augmented on the device they train on, and the backbone
+runs in channels-last memory format (faster convolutions under autocast on GPUs). The contrastive losses
 see the *global* batch: embeddings are all-gathered across DDP ranks with gradients.
 """
 
@@ -14,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tpir_kedro.models.augment import PatchAugment
+from tpir_kedro.models.adapter import ImageAdapter
 from tpir_kedro.models.distributed import gather_no_grad, gather_with_grad
 from tpir_kedro.models.heads import GeneMlp, ProjectionHead
-from tpir_kedro.models.image_encoders import ImageEncoder
+from tpir_kedro.models.image_encoders import ImageEncoder, freeze_all_but_last_blocks
 
 
 def gene_side(gene_input: str, in_dim: int, embed_dim: int, hidden: int, dropout: float) -> nn.Module:
@@ -30,37 +32,80 @@ def gene_side(gene_input: str, in_dim: int, embed_dim: int, hidden: int, dropout
 
 
 class _ImageTraining(L.LightningModule):
-    """What both objectives share: augmentation, channels-last backbone, optimiser and schedule."""
+    """What both objectives share: the image side, optimiser and schedule.
 
-    def __init__(self, encoder: ImageEncoder, augment: PatchAugment, lr: float, backbone_lr: float, weight_decay: float, channels_last: bool = True):
+    The image side is ``augment`` -> ``encoder`` -> ``adapter``. With ``encoder=None`` (the frozen
+    regime) batches carry cached backbone features of several views, (B, V, D), and ``augment`` is a
+    :class:`~tpir_kedro.models.feature_views.ViewSampler`; otherwise they carry uint8 patches and
+    ``augment`` is a :class:`PatchAugment`. ``trainable_blocks`` (partial fine-tuning) freezes the
+    backbone but for its last blocks; the frozen part's batch norm keeps its running statistics.
+    """
+
+    def __init__(
+        self,
+        encoder: ImageEncoder | None,
+        augment: nn.Module,
+        adapter: ImageAdapter,
+        lr: float,
+        backbone_lr: float,
+        weight_decay: float,
+        channels_last: bool = True,
+        trainable_blocks: int | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.augment = augment
+        self.adapter = adapter
         self.lr, self.backbone_lr, self.weight_decay = lr, backbone_lr, weight_decay
-        self.channels_last = channels_last
-        if channels_last:
+        self.channels_last = channels_last and encoder is not None
+        self._frozen_modules: list[nn.Module] = []
+        if encoder is not None and trainable_blocks is not None:
+            self._frozen_modules = freeze_all_but_last_blocks(encoder, trainable_blocks)
+        if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 
-    def image_features(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) uint8 -> (B, feature_dim), augmented when training."""
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_statistics()
+        return self
+
+    def on_train_batch_start(self, batch, batch_idx):
+        # Lightning restores each submodule's mode itself around loops, bypassing ``train``.
+        self._freeze_statistics()
+
+    def _freeze_statistics(self) -> None:
+        for module in self._frozen_modules:  # frozen layers: running statistics, no dropout
+            module.eval()
+
+    def backbone_features(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) uint8 patches, or (B, V, D) cached features -> (B, D), augmented when training."""
         x = self.augment(images)
+        if self.encoder is None:
+            return x
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.encoder(x)
+
+    def representation(self, images: Tensor) -> Tensor:
+        """(B, ...) inputs -> (B, adapter.out_dim): the trained representation the probes read."""
+        return self.adapter(self.backbone_features(images))
 
     def head_parameters(self):
         return [p for n, p in self.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
 
     def configure_optimizers(self):
-        groups = [
-            {"params": list(self.encoder.parameters()), "lr": self.backbone_lr},
-            {"params": self.head_parameters(), "lr": self.lr},
-        ]
-        optimiser = torch.optim.AdamW(groups, weight_decay=self.weight_decay)
+        groups, max_lr = [], []
+        backbone = [p for p in self.encoder.parameters() if p.requires_grad] if self.encoder is not None else []
+        if backbone:
+            groups.append({"params": backbone, "lr": self.backbone_lr})
+            max_lr.append(self.backbone_lr)
+        groups.append({"params": self.head_parameters(), "lr": self.lr})
+        max_lr.append(self.lr)
+        # foreach: one fused update over all tensors; on a CPU the per-tensor loop costs more than a
+        # small adapter's backward pass.
+        optimiser = torch.optim.AdamW(groups, weight_decay=self.weight_decay, foreach=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimiser, max_lr=[self.backbone_lr, self.lr], total_steps=total, pct_start=min(0.3, 10 / total + 0.05)
-        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=max_lr, total_steps=total, pct_start=min(0.3, 10 / total + 0.05))
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -73,8 +118,9 @@ class ContrastiveModule(_ImageTraining):
 
     def __init__(
         self,
-        encoder: ImageEncoder,
-        augment: PatchAugment,
+        encoder: ImageEncoder | None,
+        augment: nn.Module,
+        adapter: ImageAdapter,
         loss_fn: Callable[..., Tensor],
         gene_input: str,
         gene_dim: int,
@@ -85,14 +131,15 @@ class ContrastiveModule(_ImageTraining):
         backbone_lr: float = 1e-4,
         weight_decay: float = 1e-4,
         channels_last: bool = True,
+        trainable_blocks: int | None = None,
     ):
-        super().__init__(encoder, augment, lr, backbone_lr, weight_decay, channels_last)
-        self.image_head = ProjectionHead(encoder.feature_dim, embed_dim, dropout)
+        super().__init__(encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks)
+        self.image_head = ProjectionHead(adapter.out_dim, embed_dim, dropout)
         self.gene_head = gene_side(gene_input, gene_dim, embed_dim, gene_hidden, dropout)
         self.loss_fn = loss_fn
 
     def image_embedding(self, images: Tensor) -> Tensor:
-        return self.image_head(self.image_features(images))
+        return self.image_head(self.representation(images))
 
     def gene_embedding(self, genes: Tensor) -> Tensor:
         return self.gene_head(genes)
@@ -109,13 +156,14 @@ class ContrastiveModule(_ImageTraining):
 
 
 class SupervisedModule(_ImageTraining):
-    """The supervised end-to-end baseline: image encoder + linear classifier, cross-entropy on the
-    training patients' classified spots (the same label budget as ``class_guided``)."""
+    """The supervised baseline: the same image side + a classifier, cross-entropy on the training
+    patients' classified spots (the same label budget as ``class_guided``)."""
 
     def __init__(
         self,
-        encoder: ImageEncoder,
-        augment: PatchAugment,
+        encoder: ImageEncoder | None,
+        augment: nn.Module,
+        adapter: ImageAdapter,
         n_classes: int,
         class_weights: Tensor | None = None,
         lr: float = 1e-3,
@@ -123,13 +171,16 @@ class SupervisedModule(_ImageTraining):
         weight_decay: float = 1e-4,
         channels_last: bool = True,
         dropout: float = 0.1,
+        trainable_blocks: int | None = None,
     ):
-        super().__init__(encoder, augment, lr, backbone_lr, weight_decay, channels_last)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(encoder.feature_dim, n_classes))
+        super().__init__(encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks)
+        # GELU on the adapter output: the classifier is a two-layer head, the same depth as the
+        # contrastive variants' projection head, so neither side gets a shallower adapter.
+        self.classifier = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(adapter.out_dim, n_classes))
         self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(n_classes))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        logits = self.classifier(self.image_features(batch["image"])).float()
+        logits = self.classifier(self.representation(batch["image"])).float()
         loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
         return loss

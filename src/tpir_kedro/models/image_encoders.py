@@ -303,3 +303,30 @@ def _load_weights(net: nn.Module, backbone: str, path: Path) -> None:
             f"weights file {str(path)!r} does not fit backbone {backbone!r}: " + "; ".join(problems)
         )
     net.load_state_dict(state, strict=True)
+
+
+def backbone_blocks(encoder: ImageEncoder) -> list[nn.Module]:
+    """The backbone's blocks in forward order, the unit of partial fine-tuning.
+
+    ResNets: ``layer1`` .. ``layer4``. EfficientNet-Lite0: its seven stages, then the head
+    convolution with its batch norm. Stem layers never count as a block (they always stay frozen).
+    """
+    net = encoder.net
+    if encoder.backbone in ("resnet18", "resnet50"):
+        return [net.layer1, net.layer2, net.layer3, net.layer4]
+    return [*net.blocks, nn.ModuleList([net.conv_head, net.bn2])]
+
+
+def freeze_all_but_last_blocks(encoder: ImageEncoder, n_blocks: int) -> list[nn.Module]:
+    """Freeze every parameter of ``encoder`` except those of its last ``n_blocks`` blocks
+    (:func:`backbone_blocks`). Returns the frozen modules with batch norm or dropout, which the
+    caller keeps in eval mode while training (a frozen layer keeps its running statistics)."""
+    blocks = backbone_blocks(encoder)
+    if not 1 <= int(n_blocks) <= len(blocks):
+        raise ValueError(f"trainable_blocks must be in 1..{len(blocks)} for {encoder.backbone}, got {n_blocks}")
+    trainable = {id(p) for block in blocks[len(blocks) - int(n_blocks):] for p in block.parameters()}
+    trainable_modules = {id(m) for block in blocks[len(blocks) - int(n_blocks):] for m in block.modules()}
+    for p in encoder.parameters():
+        p.requires_grad_(id(p) in trainable)
+    stateful = (nn.modules.batchnorm._BatchNorm, nn.Dropout)
+    return [m for m in encoder.modules() if isinstance(m, stateful) and id(m) not in trainable_modules]

@@ -2,6 +2,8 @@
 
 Folder layout (one per variant):
     encoder.pt        the image encoder's state dict (``torch.load(..., weights_only=True)``)
+    adapter.pt        the trained adapter's state dict, when the probe reads its output (the card's
+                      ``representation`` is ``adapter`` and its ``adapter`` entry rebuilds it)
     probe.json        standardisation + multinomial logistic regression, as plain numbers
     model_card.json   classes, patch scale (µm and px), normalisation, backbone, training cohort,
                       leave-one-patient-out metrics, limits -- what ``predict`` checks before use
@@ -20,9 +22,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from tpir_kedro.models.adapter import ImageAdapter
     from tpir_kedro.models.image_encoders import ImageEncoder
 
 ENCODER_FILE = "encoder.pt"
+ADAPTER_FILE = "adapter.pt"
 PROBE_FILE = "probe.json"
 CARD_FILE = "model_card.json"
 CARD_MD = "MODEL_CARD.md"
@@ -64,9 +68,20 @@ class LinearProbe:
 
 @dataclass
 class PackagedImageModel:
+    """The encoder, the optional adapter on its features, the probe on the result, and the card."""
+
     encoder: ImageEncoder
     probe: LinearProbe | None
     card: dict
+    adapter: ImageAdapter | None = None
+
+    def embed(self, patches, rows, batch_size: int = 256, device: str | None = None):
+        """(n,) ``rows`` of a (n_store, S, S, 3) uint8 store -> (n, d) the representation the probe
+        reads: the encoder's features, through the adapter when there is one."""
+        from tpir_kedro.models.inference import embed_patches
+
+        features, adapted = embed_patches(self.encoder, patches, rows, head=self.adapter, batch_size=batch_size, device=device)
+        return features if self.adapter is None else adapted
 
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the folder atomically (staging folder, then rename); never overwrites one."""
@@ -81,6 +96,8 @@ class PackagedImageModel:
         from tpir_kedro.models.image_encoders import encoder_state_dict
 
         torch.save(encoder_state_dict(self.encoder), staging / ENCODER_FILE)
+        if self.adapter is not None:
+            torch.save({k: v.detach().cpu() for k, v in self.adapter.state_dict().items()}, staging / ADAPTER_FILE)
         if self.probe is not None:
             (staging / PROBE_FILE).write_text(json.dumps(self.probe.to_dict()))
         (staging / CARD_FILE).write_text(json.dumps(_json_safe(self.card), indent=2, default=str, allow_nan=False))
@@ -99,7 +116,18 @@ class PackagedImageModel:
         encoder = build_image_encoder(card["backbone"], "file", str(path / ENCODER_FILE))
         encoder.eval()
         probe = LinearProbe.from_dict(json.loads((path / PROBE_FILE).read_text())) if (path / PROBE_FILE).is_file() else None
-        return cls(encoder, probe, card)
+        adapter = None
+        if card.get("adapter"):
+            import torch
+
+            from tpir_kedro.models.adapter import ImageAdapter
+
+            if not (path / ADAPTER_FILE).is_file():
+                raise FileNotFoundError(f"{path}: the model card describes an adapter but {ADAPTER_FILE} is missing")
+            adapter = ImageAdapter(**card["adapter"])
+            adapter.load_state_dict(torch.load(path / ADAPTER_FILE, map_location="cpu", weights_only=True))
+            adapter.eval()
+        return cls(encoder, probe, card, adapter)
 
 
 def _json_safe(value):
@@ -115,7 +143,7 @@ def _json_safe(value):
 
 def card_markdown(card: dict) -> str:
     lines = [f"# Model card: {card.get('variant', '?')}", "", card.get("description", ""), ""]
-    for key in ("backbone", "init", "classes", "patch_size_um", "patch_size_px", "um_per_px_of_training_slides", "normalisation", "training_cohort", "lopo_metrics", "run_id", "limits"):
+    for key in ("backbone", "init", "regime", "representation", "classes", "patch_size_um", "patch_size_px", "um_per_px_of_training_slides", "normalisation", "training_cohort", "lopo_metrics", "run_id", "limits"):
         if key in card:
             value = card[key]
             text = json.dumps(_json_safe(value), default=str) if not isinstance(value, str) else value

@@ -96,7 +96,8 @@ def reopenable_memmap(patches):
 
 
 def _open_patches(patches) -> np.ndarray:
-    """An array, a .npy file, or a patch-store folder -> the (n_store, H, W, 3) uint8 array."""
+    """An array, a .npy file, or a patch-store folder -> the (n_store, H, W, 3) uint8 array, or the
+    frozen regime's (n_store, V, D) float32 cached features (:mod:`~tpir_kedro.models.feature_views`)."""
     if isinstance(patches, (str, PathLike)):
         path = Path(patches)
         if path.is_dir():
@@ -106,8 +107,10 @@ def _open_patches(patches) -> np.ndarray:
         patches = patches.numpy()
     if not isinstance(patches, np.ndarray):
         raise ValueError(f"patches must be a numpy array, memmap or path, not {type(patches).__name__}")
+    if patches.ndim == 3 and patches.dtype == np.float32:
+        return reopenable_memmap(patches)  # cached features of V views: (n_store, V, D)
     if patches.dtype != np.uint8:
-        raise ValueError(f"patches must be uint8, got {patches.dtype}")
+        raise ValueError(f"patches must be uint8 (or float32 cached features of shape (n_store, V, D)), got {patches.dtype}")
     if patches.ndim != 4 or patches.shape[3] != 3 or patches.shape[1] != patches.shape[2]:
         raise ValueError(f"patches must have shape (n_store, S, S, 3) (square RGB patches), got {patches.shape}")
     return reopenable_memmap(patches)
@@ -145,7 +148,7 @@ class SpotPairs(Dataset):
         patients: (n,) int64 patient codes.
 
     Items and batches are dicts of tensors; fields given as None are left out:
-    ``image`` uint8 (3, S, S) / (B, 3, S, S), ``genes`` (g,) / (B, g), ``z`` (k,) / (B, k),
+    ``image`` uint8 (3, S, S) / (B, 3, S, S) -- or, from cached features, float32 (V, D) / (B, V, D) --, ``genes`` (g,) / (B, g), ``z`` (k,) / (B, k),
     ``label`` () / (B,), ``probs`` (C,) / (B, C), ``patient`` () / (B,), ``index`` () / (B,) the
     position in this dataset. Batch images are channels-first views of the (B, S, S, 3) read
     (``torch.channels_last`` layout, no copy); PatchAugment makes the float copy. A batch's
@@ -204,7 +207,8 @@ class SpotPairs(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} spots")
         i %= len(self)
-        image = torch.from_numpy(np.array(self.patches[self.rows[i]])).permute(2, 0, 1)
+        image = torch.from_numpy(np.array(self.patches[self.rows[i]]))
+        image = image.permute(2, 0, 1) if image.ndim == 3 and self.patches.ndim == 4 else image
         return {"image": image, **self._fields(i), "index": torch.tensor(i, dtype=torch.int64)}
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
@@ -221,7 +225,9 @@ class SpotPairs(Dataset):
             restore = np.empty_like(order)
             restore[order] = np.arange(len(order))
             block = block[restore]
-        image = torch.from_numpy(block).permute(0, 3, 1, 2)
+        image = torch.from_numpy(block)
+        if image.ndim == 4:
+            image = image.permute(0, 3, 1, 2)
         return {"image": image, **self._packed_fields(torch.from_numpy(idx))}
 
     def _packed_fields(self, index: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,9 +1,16 @@
 """Train one image model (one variant, one fold, one seed) with Lightning, resumably.
 
 Each run lives in a folder keyed by a fingerprint of everything that shapes its weights: the
-variant, the training parameters, the seed, and the content of its inputs (patch rows and a sample
-of their pixels, gene inputs, labels). An interrupted run resumes from ``last.ckpt``; a finished one
-is loaded instead of retrained; a changed run gets a new folder and starts afresh.
+variant, the training parameters, the seed, the content of its inputs (patch rows and a sample of
+their pixels -- or of their cached features in the frozen regime --, gene inputs, labels) and the
+source of this package (:mod:`~tpir_kedro.models.code_digest`). An interrupted run resumes from
+``last.ckpt``; a finished one is loaded instead of retrained; a changed run gets a new folder and
+starts afresh.
+
+The regime (``TrainingConfig.regime``) says what trains: ``frozen`` -- the adapter and heads on
+cached backbone features of several views per patch (``TrainingData.patches`` is then the
+(n_store, V, D) feature array); ``partial`` -- also the backbone's last blocks; ``full`` -- also the
+whole backbone. Every regime trains for ``max_steps`` optimiser steps (or ``epochs`` when None).
 """
 
 from __future__ import annotations
@@ -24,8 +31,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
+from tpir_kedro.models.adapter import ImageAdapter
 from tpir_kedro.models.augment import PatchAugment
+from tpir_kedro.models.code_digest import models_code_digest
 from tpir_kedro.models.contrastive_module import ContrastiveModule, SupervisedModule
+from tpir_kedro.models.feature_views import ViewSampler
 from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder
 from tpir_kedro.models.losses import contrastive_loss
 from tpir_kedro.models.patch_data import SpotPairs, collate_batch
@@ -45,7 +55,8 @@ _PIXEL_SAMPLE = 256
 class TrainingData:
     """The training spots of one fold. n = number of spots; arrays row-aligned.
 
-    patches: (n_store, H, W, 3) uint8 patch store (memmap); rows: (n,) store rows;
+    patches: (n_store, H, W, 3) uint8 patch store (memmap), or in the frozen regime the
+    (n_store, V, D) float32 cached backbone features of V views; rows: (n,) store rows;
     genes: (n, g) float32 gene-side input; z: (n, k) frozen gene embedding or None;
     labels: (n,) int64 class codes, -1 unlabelled; probs: (n, C) or None; patients: (n,) int64 codes.
     """
@@ -75,6 +86,16 @@ class TrainedImageModel:
     resumed: bool = False
     reused: bool = False
 
+    @property
+    def adapter(self) -> ImageAdapter | None:
+        """The trained adapter (None for the untrained baselines, which are probed on the backbone)."""
+        return None if self.module is None else self.module.adapter
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps the run took (0 for the untrained baselines)."""
+        return 0 if self.history.empty or "step" not in self.history else int(self.history["step"].max()) + 1
+
 
 def _hash_array(h, a) -> None:
     if a is None:
@@ -87,11 +108,12 @@ def _hash_array(h, a) -> None:
 
 def training_fingerprint(variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"variant": variant.to_dict(), "config": config.fingerprint_dict(), "seed": seed}, sort_keys=True, default=str).encode())
+    spec = {"variant": variant.to_dict(), "config": config.fingerprint_dict(), "seed": seed, "code": models_code_digest()}
+    h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     for a in (data.rows, data.genes, data.z, data.labels, data.probs, data.patients):
         _hash_array(h, a)
-    # A regenerated patch store with the same rows must not reuse old weights; hashing every pixel
-    # of a real store (GBs) is slow, so hash an evenly spaced sample of the rows used.
+    # A regenerated patch store (or feature cache) with the same rows must not reuse old weights;
+    # hashing every pixel of a real store (GBs) per run is slow, so hash an evenly spaced sample.
     sample = np.sort(data.rows)[:: max(1, len(data.rows) // _PIXEL_SAMPLE)]
     _hash_array(h, np.asarray(data.patches[sample]))
     return h.hexdigest()[:16]
@@ -115,11 +137,17 @@ def resolve_strategy(config: TrainingConfig) -> str:
     return config.strategy
 
 
-def make_trainer(config: TrainingConfig, run_dir: Path | None, callbacks: list, max_steps: int = -1, max_epochs: int | None = None) -> L.Trainer:
-    """The Trainer every image-training run uses (the throughput benchmark too, so it measures this)."""
+def make_trainer(config: TrainingConfig, run_dir: Path | None, callbacks: list, max_steps: int | None = None, max_epochs: int | None = None) -> L.Trainer:
+    """The Trainer every image-training run uses (the throughput benchmark too, so it measures this).
+
+    ``config.max_steps`` (unless ``max_steps`` overrides it) fixes the optimiser steps, as many epochs
+    as they take; without it, ``config.epochs`` decide."""
+    steps = config.max_steps if max_steps is None else max_steps
+    steps = -1 if steps is None else int(steps)
+    epochs = config.epochs if max_epochs is None else max_epochs
     return L.Trainer(
-        max_epochs=config.epochs if max_epochs is None else max_epochs,
-        max_steps=max_steps,
+        max_epochs=-1 if steps > 0 and max_epochs is None else epochs,
+        max_steps=steps,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=resolve_strategy(config),
@@ -157,15 +185,24 @@ class _SpotPairsData(L.LightningDataModule):
 
 
 def build_module(variant: VariantSpec, config: TrainingConfig, data: TrainingData, encoder: ImageEncoder) -> L.LightningModule:
-    augment = PatchAugment.from_params({**config.augment, "mean": encoder.mean, "std": encoder.std})
-    common = dict(lr=config.lr, backbone_lr=config.backbone_lr, weight_decay=config.weight_decay, channels_last=config.channels_last)
+    """The Lightning module of one trained variant under ``config.regime``. In the frozen regime the
+    backbone stays outside it (its features come cached) and the view sampler replaces augmentation."""
+    if config.regime == "frozen":
+        if np.asarray(data.patches).ndim != 3:
+            raise ValueError("the frozen regime trains on cached backbone features (n_store, V, D); got a patch store")
+        image_encoder, augment, blocks = None, ViewSampler(), None
+    else:
+        augment = PatchAugment.from_params({**config.augment, "mean": encoder.mean, "std": encoder.std})
+        image_encoder, blocks = encoder, (config.trainable_blocks if config.regime == "partial" else None)
+    adapter = ImageAdapter(encoder.feature_dim, config.adapter_hidden, config.adapter_dim, config.dropout)
+    common = dict(lr=config.lr, backbone_lr=config.backbone_lr, weight_decay=config.weight_decay, channels_last=config.channels_last, trainable_blocks=blocks)
     if variant.objective == "supervised":
         counts = np.bincount(data.labels, minlength=data.n_classes).astype(np.float32)
         # Inverse-frequency weights: real folds are dominated by one or two classes.
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, int((counts > 0).sum())), 0.0)
-        return SupervisedModule(encoder, augment, data.n_classes, torch.tensor(weights, dtype=torch.float32), dropout=config.dropout, **common)
+        return SupervisedModule(image_encoder, augment, adapter, data.n_classes, torch.tensor(weights, dtype=torch.float32), dropout=config.dropout, **common)
     return ContrastiveModule(
-        encoder, augment, contrastive_loss(variant.loss, variant.loss_params), variant.gene_input, data.genes.shape[1],
+        image_encoder, augment, adapter, contrastive_loss(variant.loss, variant.loss_params), variant.gene_input, data.genes.shape[1],
         embed_dim=config.embed_dim, gene_hidden=config.gene_hidden, dropout=config.dropout, **common,
     )
 
@@ -213,7 +250,7 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
         module.load_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True))
         meta = json.loads((run_dir / FINAL_META).read_text())
         logger.info("variant %s: reusing finished run %s", variant.name, run_dir)
-        return TrainedImageModel(variant, module.encoder, module, _history(run_dir), float(meta["seconds"]), fingerprint, reused=True)
+        return TrainedImageModel(variant, _trained_encoder(module, encoder), module, _history(run_dir), float(meta["seconds"]), fingerprint, reused=True)
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -241,4 +278,9 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
         _atomic_save(module.state_dict(), run_dir / FINAL_WEIGHTS)
         (run_dir / FINAL_META).write_text(json.dumps({"variant": variant.to_dict(), "config": config.to_dict(), "seed": seed, "seconds": seconds}, default=str))
         history = _history(run_dir)
-    return TrainedImageModel(variant, module.encoder, module, history, seconds, fingerprint, resumed=resume is not None)
+    return TrainedImageModel(variant, _trained_encoder(module, encoder), module, history, seconds, fingerprint, resumed=resume is not None)
+
+
+def _trained_encoder(module: L.LightningModule, initial: ImageEncoder) -> ImageEncoder:
+    """The backbone after training: the module's own, or the untouched initial one (frozen regime)."""
+    return initial.eval() if module.encoder is None else module.encoder

@@ -1,4 +1,8 @@
-"""Training parameters shared by every variant (so variants differ only in what they are)."""
+"""Training parameters shared by every variant (so variants differ only in what they are).
+
+The defaults are the demo's (``conf/base/parameters_contrastive.yml``), so code and configuration
+agree on what a run without overrides does.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,30 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
+REGIMES = ("frozen", "partial", "full")
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
+    # frozen: the backbone's features of every patch under feature_views views are cached once and
+    # the adapter + heads train on them; partial: the last trainable_blocks backbone blocks train
+    # with them; full: the whole backbone does (GPUs).
+    regime: str = "frozen"
     backbone: str = "efficientnet_lite0"
     init: str = "imagenet"  # imagenet | random | file
     weights_path: str | None = None  # a local state dict, for init "file" or ResNet ImageNet weights
     embed_dim: int = 128
     gene_hidden: int = 256
     dropout: float = 0.1
-    epochs: int = 4
-    batch_size: int = 64
-    lr: float = 1e-3  # heads
-    backbone_lr: float = 1e-4
+    adapter_hidden: int = 256
+    adapter_dim: int = 256  # the trained representation the probes read
+    feature_views: int = 16  # frozen regime: backbone passes per patch (view 0 un-augmented)
+    trainable_blocks: int = 2  # partial regime: the last blocks of the backbone that train
+    epochs: int = 2
+    max_steps: int | None = 1000  # optimiser steps per run, whatever the data size; None: epochs decide
+    batch_size: int = 128
+    lr: float = 1e-3  # adapter and heads
+    backbone_lr: float = 2e-4
     weight_decay: float = 1e-4
     accelerator: str = "auto"
     devices: int | str = 1
@@ -39,7 +55,14 @@ class TrainingConfig:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"unknown training parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
+        config = cls(**params)
+        if config.regime not in REGIMES:
+            raise ValueError(f"unknown training regime {config.regime!r}; choose one of {REGIMES}")
+        if config.max_steps is not None and int(config.max_steps) < 1:
+            raise ValueError(f"max_steps must be >= 1 or null, got {config.max_steps}")
+        if int(config.feature_views) < 1:
+            raise ValueError(f"feature_views must be >= 1, got {config.feature_views}")
+        return config
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +70,10 @@ class TrainingConfig:
     def fingerprint_dict(self) -> dict:
         """What changes the trained weights (not how progress is shown or where features are batched)."""
         d = self.to_dict()
+        if self.regime != "frozen":
+            d.pop("feature_views")
+        if self.regime != "partial":
+            d.pop("trainable_blocks")
         for key in ("progress_bar", "log_every_n_steps", "eval_batch_size", "num_workers", "threads"):
             d.pop(key)
         return d

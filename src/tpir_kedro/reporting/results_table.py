@@ -1,4 +1,5 @@
-"""The results summary as a plotly table: one row per variant and probe, mean ± sd."""
+"""The results summary as a plotly table: one row per variant, representation space and probe, mean ± sd
+over held-out patients (seeds averaged within each), and the paired difference against imagenet."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import plotly.graph_objects as go
 
 from tpir_kedro.reporting.message_figure import message_figure
 
-TITLE = "Results on held-out patients (mean ± sd over held-out patients and seeds)"
+TITLE = "Results on held-out patients (mean ± sd over held-out patients, seeds averaged within each; n = folds)"
 # (header, mean column, sd column): metrics of results_summary, in the order readers compare them.
 METRIC_COLUMNS = (
     ("macro-F1", "macro_f1_mean", "macro_f1_std"),
@@ -29,19 +30,37 @@ def mean_sd(mean, sd, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
+def interval(low, high, digits: int = 3) -> str:
+    """``[-0.012, +0.081]``; empty without an interval (fewer than two folds)."""
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return ""
+    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def ahead(n_ahead, n_folds) -> str:
+    """``3/4``; empty when nothing was paired."""
+    return "" if pd.isna(n_ahead) or pd.isna(n_folds) else f"{int(n_ahead)}/{int(n_folds)}"
+
+
 def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
-    """``results_summary``: one row per (variant, probe) with ``{metric}_mean``/``_std`` columns,
-    ``n_folds`` and, against the baseline, ``macro_f1_diff_vs_imagenet_mean``/``_sd``."""
+    """``results_summary``: one row per (variant, space, probe) with ``{metric}_mean``/``_std``
+    columns, ``n_folds`` and, against the baseline, ``macro_f1_diff_vs_imagenet_mean``/``_sd``,
+    ``_ci_low``/``_ci_high`` (95% over folds) and ``_n_folds_ahead``."""
     if results_summary.empty or not {"variant", "probe"} <= set(results_summary.columns):
         return message_figure(TITLE, "No results: no variant was evaluated on a held-out patient.")
-    header = ["variant", "probe"]
-    cells = [results_summary["variant"].astype(str).tolist(), results_summary["probe"].astype(str).tolist()]
+    keys = [k for k in ("variant", "space", "probe") if k in results_summary.columns]
+    header = list(keys)
+    cells = [results_summary[k].astype(str).tolist() for k in keys]
     for name, mean, sd in METRIC_COLUMNS:
         if mean in results_summary.columns:
             header.append(name)
             sds = results_summary[sd] if sd in results_summary.columns else pd.Series(float("nan"), index=results_summary.index)
             cells.append([mean_sd(m, s) for m, s in zip(results_summary[mean].astype(float), sds.astype(float))])
-    for count in ("n_folds", "n_rows"):
+    if {"macro_f1_diff_vs_imagenet_ci_low", "macro_f1_diff_vs_imagenet_n_folds_ahead"} <= set(results_summary.columns):
+        header += ["Δ 95% interval", "folds ahead"]
+        cells.append([interval(lo, hi) for lo, hi in zip(results_summary["macro_f1_diff_vs_imagenet_ci_low"].astype(float), results_summary["macro_f1_diff_vs_imagenet_ci_high"].astype(float))])
+        cells.append([ahead(a, n) for a, n in zip(results_summary["macro_f1_diff_vs_imagenet_n_folds_ahead"], results_summary["macro_f1_diff_vs_imagenet_n_folds"])])
+    for count in ("n_folds", "n_seeds"):
         if count in results_summary.columns:
             header.append(count)
             cells.append(["" if pd.isna(n) else str(int(n)) for n in results_summary[count]])

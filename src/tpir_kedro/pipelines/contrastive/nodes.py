@@ -1,8 +1,14 @@
 """Nodes of the ``contrastive`` pipeline: image encoders per variant, fold and seed.
 
-Fold models exist to be evaluated: what leaves this pipeline are their frozen features (and
+Fold models exist to be evaluated: what leaves this pipeline are their representations (and
 joint-space embeddings); their weights stay in the resumable checkpoint folder. The all-patient
 models are what users keep (packaged with a model card by the evaluation pipeline).
+
+Representation spaces (the ``space`` of every result): ``backbone`` -- the CNN's pooled features,
+what the untrained baselines have, and trained variants too when their backbone trained (partial or
+full fine-tuning); ``adapter`` -- the trained adapter's output, what every trained variant has. In the
+frozen regime the backbone's features of every patch under several views are computed once per
+seed and cached under the checkpoint folder (``feature_views/``), shared by every fold and variant.
 """
 
 from __future__ import annotations
@@ -33,23 +39,30 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "step", "train_loss_step", "train_loss_epoch", "variant", "fold", "seed"]
+BACKBONE, ADAPTER = "backbone", "adapter"
 
 
 @dataclass
 class FoldEmbeddings:
-    """A frozen fold model's outputs. ``features``: (n_train + n_test, d) backbone features, training
-    spots first then held-out spots (FoldInputs order); ``image_joint``: (n_test, e) held-out image
-    embeddings in the joint space and ``gene_joint``: (n_train, e) training spots' gene-side
+    """A frozen fold model's outputs. ``features``: space -> (n_train + n_test, d) representation,
+    training spots first then held-out spots (FoldInputs order); ``image_joint``: (n_test, e) held-out
+    image embeddings in the joint space and ``gene_joint``: (n_train, e) training spots' gene-side
     embeddings (contrastive variants only, else None)."""
 
     variant: str
     fold: str
     seed: int
-    features: np.ndarray
+    features: dict[str, np.ndarray]
     image_joint: np.ndarray | None
     gene_joint: np.ndarray | None
     train_seconds: float
     fingerprint: str
+    steps: int = 0
+
+    @property
+    def primary_space(self) -> str:
+        """The space that was trained: the adapter's when there is one, else the backbone's."""
+        return ADAPTER if ADAPTER in self.features else BACKBONE
 
 
 def contrastive_training_inputs(
@@ -68,7 +81,24 @@ def contrastive_training_inputs(
     return inputs
 
 
-def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore) -> TrainingData:
+def feature_views(config: TrainingConfig, store: PatchStore, checkpoint_root: Path, seed: int) -> np.ndarray | None:
+    """The frozen regime's cached (n_store, V, D) backbone features of every patch (None otherwise)."""
+    if config.regime != "frozen":
+        return None
+    from tpir_kedro.models.feature_views import cached_feature_views
+    from tpir_kedro.models.image_encoders import build_image_encoder
+    from tpir_kedro.models.patch_data import reopenable_memmap
+
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(int(config.threads))
+    encoder = build_image_encoder(config.backbone, config.init, config.weights_path if config.init != "random" else None)
+    views = cached_feature_views(Path(checkpoint_root) / "feature_views", encoder, store.patches, int(config.feature_views), dict(config.augment), seed, batch_size=config.eval_batch_size)
+    return reopenable_memmap(views)
+
+
+def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, views: np.ndarray | None = None) -> TrainingData:
     from tpir_kedro.models.patch_data import reopenable_memmap
     from tpir_kedro.models.training import TrainingData
 
@@ -86,26 +116,40 @@ def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore) 
         z = genes if variant.gene_input != "log_hvg" else None
     probs = inputs.class_probs if variant.use_class_probs else None
     return TrainingData(
-        patches=reopenable_memmap(store.patches), rows=inputs.train_rows,  # ddp_spawn sends a path, not the pixels
+        # ddp_spawn sends a path, not the pixels
+        patches=views if views is not None and variant.trains else reopenable_memmap(store.patches), rows=inputs.train_rows,
         genes=genes, z=z, labels=inputs.train_label_codes,
         probs=probs, patients=inputs.train_patient_codes, n_classes=len(TISSUE_CLASSES),
     )
 
 
-def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, config: TrainingConfig, seed: int) -> FoldEmbeddings:
+def representations(trained: TrainedImageModel, store: PatchStore, rows: np.ndarray, config: TrainingConfig, views: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Space -> (len(rows), d): the representations of ``rows``' un-augmented patches that the probes
+    read. The frozen regime's backbone features are its cached view 0 (the same numbers a backbone
+    pass gives), and its backbone is not a space of its own: it is the untouched initialisation."""
     from tpir_kedro.models.inference import embed_patches, project
+
+    if views is not None and trained.variant.trains and config.regime == "frozen":
+        return {ADAPTER: project(trained.adapter, np.asarray(views[np.asarray(rows), 0]))}
+    backbone, _ = embed_patches(trained.encoder, store.patches, rows, batch_size=config.eval_batch_size)
+    if trained.adapter is None:
+        return {BACKBONE: backbone}
+    return {BACKBONE: backbone, ADAPTER: project(trained.adapter, backbone)}
+
+
+def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, config: TrainingConfig, seed: int, views: np.ndarray | None = None) -> FoldEmbeddings:
+    from tpir_kedro.models.inference import project
 
     rows = np.concatenate([inputs.train_rows, inputs.test_rows])
     module = trained.module
-    contrastive = module is not None and hasattr(module, "image_head")
-    features, _ = embed_patches(trained.encoder, store.patches, rows, batch_size=config.eval_batch_size)
+    features = representations(trained, store, rows, config, views)
     image_joint = gene_joint = None
-    if contrastive and len(inputs.test_rows):
-        # The held-out patches' features are already computed: project them, not the pixels again.
-        image_joint = project(module.image_head, features[len(inputs.train_rows):])
+    if module is not None and hasattr(module, "image_head") and len(inputs.test_rows):
+        # The held-out patches' representations are already computed: project them, not the pixels again.
+        image_joint = project(module.image_head, features[ADAPTER][len(inputs.train_rows):])
         genes = inputs.log_hvg if trained.variant.gene_input == "log_hvg" else inputs.embeddings[trained.variant.gene_input]
         gene_joint = project(module.gene_head, genes)
-    return FoldEmbeddings(trained.variant.name, inputs.fold, seed, features, image_joint, gene_joint, trained.seconds, trained.fingerprint)
+    return FoldEmbeddings(trained.variant.name, inputs.fold, seed, features, image_joint, gene_joint, trained.seconds, trained.fingerprint, trained.steps)
 
 
 def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec]:
@@ -119,13 +163,14 @@ def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec
     return [v for v in specs if not v.needs_labels]
 
 
-def _train(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, root: Path, config: TrainingConfig, seed: int) -> TrainedImageModel:
+def _train(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, root: Path, config: TrainingConfig, seed: int, views: np.ndarray | None = None) -> TrainedImageModel:
     from tpir_kedro.models.training import train_image_model
 
     start = time.perf_counter()
-    trained = train_image_model(variant, config, _training_data(variant, inputs, store), seed, root / variant.name / inputs.fold)
+    trained = train_image_model(variant, config, _training_data(variant, inputs, store, views), seed, root / variant.name / inputs.fold)
     state = "reused" if trained.reused else ("resumed" if trained.resumed else ("trained" if variant.trains else "untrained baseline"))
-    logger.info("variant %s, fold %s, seed %d: %s in %.1f s", variant.name, inputs.fold, seed, state, time.perf_counter() - start)
+    steps = f", {trained.steps} steps" if variant.trains else ""
+    logger.info("variant %s, fold %s, seed %d: %s in %.1f s (%s regime%s)", variant.name, inputs.fold, seed, state, time.perf_counter() - start, config.regime, steps)
     return trained
 
 
@@ -138,17 +183,17 @@ def _history_rows(trained: TrainedImageModel, fold: str, seed: int) -> pd.DataFr
 def fold_image_embeddings(
     contrastive_inputs: dict[str, FoldInputs], patch_store: PatchStore, checkpoint_root: Path, contrastive: dict, variants: dict, evaluation: dict
 ) -> tuple[dict[str, FoldEmbeddings], pd.DataFrame]:
-    """Train every variant on every evaluated fold and seed; return frozen features and the losses."""
+    """Train every variant on every evaluated fold and seed; return their representations and losses."""
     config = TrainingConfig.from_dict(contrastive)
     specs = parse_variants(variants, evaluation.get("variants"))
     out, history = {}, []
-    for fold, inputs in contrastive_inputs.items():
-        if fold == ALL_PATIENTS:
-            continue
-        for seed in evaluation.get("seeds", [0]):
+    folds = {fold: inputs for fold, inputs in contrastive_inputs.items() if fold != ALL_PATIENTS}
+    for seed in evaluation.get("seeds", [0]):
+        views = feature_views(config, patch_store, checkpoint_root, int(seed)) if folds and any(v.trains for v in specs) else None
+        for fold, inputs in folds.items():
             for variant in _trainable(specs, inputs):
-                trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, int(seed))
-                out[f"{variant.name}/{fold}/{seed}"] = _embed(trained, inputs, patch_store, config, int(seed))
+                trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, int(seed), views)
+                out[f"{variant.name}/{fold}/{seed}"] = _embed(trained, inputs, patch_store, config, int(seed), views)
                 history.append(_history_rows(trained, fold, int(seed)))
     # A header even when nothing trained (only imagenet/random): a column-less CSV does not read back.
     return out, pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=HISTORY_COLUMNS)
@@ -162,14 +207,29 @@ def final_image_models(
     if ALL_PATIENTS not in contrastive_inputs:
         logger.info("evaluation.final_models is false: no all-patient models")
         return {}
-    from tpir_kedro.models.inference import embed_patches
-
     config = TrainingConfig.from_dict(contrastive)
     inputs = contrastive_inputs[ALL_PATIENTS]
     seed = int(evaluation.get("seeds", [0])[0])
+    specs = _trainable(parse_variants(variants, evaluation.get("variants")), inputs)
+    views = feature_views(config, patch_store, checkpoint_root, seed) if any(v.trains for v in specs) else None
     models = {}
-    for variant in _trainable(parse_variants(variants, evaluation.get("variants")), inputs):
-        trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, seed)
-        features, _ = embed_patches(trained.encoder, patch_store.patches, inputs.train_rows, batch_size=config.eval_batch_size)
-        models[variant.name] = {"trained": trained, "features": features, "config": config, "seed": seed}
+    for variant in specs:
+        trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, seed, views)
+        spaces = representations(trained, patch_store, inputs.train_rows, config, views)
+        space = ADAPTER if ADAPTER in spaces else BACKBONE  # what the packaged model's probe reads
+        models[variant.name] = {"trained": trained, "features": spaces[space], "space": space, "config": config, "seed": seed}
     return models
+
+
+def training_runs(training_history: pd.DataFrame) -> pd.DataFrame:
+    """One row per trained run: optimiser steps, epochs and whether the loss levelled off."""
+    from tpir_kedro.models.training_runs import summarise_training_runs
+
+    runs = summarise_training_runs(training_history)
+    for run in runs.itertuples():
+        if not run.plateaued:
+            logger.warning(
+                "variant %s, fold %s, seed %s: the loss had not levelled off after %d steps (its last quarter moved it %.0f%% as much as the whole run); raise contrastive.max_steps",
+                run.variant, run.fold, run.seed, run.steps, 100 * float(run.last_quarter_share_of_change),
+            )
+    return runs

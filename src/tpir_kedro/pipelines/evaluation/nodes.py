@@ -1,9 +1,10 @@
 """Nodes of the ``evaluation`` pipeline: the patient-held-out protocol of docs/METHOD.md.
 
-Per variant x held-out patient x seed: frozen features -> standardised (training patients) ->
-L2 logistic probe (C by inner leave-one-patient-out) and cosine kNN, trained on the training
-patients' classified spots, scored on the held-out patient; BLEEP's expression prediction
-(Pearson r over the fold's top genes); a majority row; paired differences against ``imagenet``.
+Per variant x representation space x held-out patient x seed: frozen representation ->
+standardised (training patients) -> L2 logistic probe (C by inner leave-one-patient-out) and cosine
+kNN, trained on the training patients' classified spots, scored on the held-out patient; BLEEP's
+expression prediction (Pearson r over the fold's top genes); a majority row; the summary over folds
+(seeds averaged within a fold first) with paired per-fold differences against ``imagenet``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
+from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.evaluation.probes import PROBE_COLUMNS, evaluate_probes, fit_logistic_probe, majority_rows
 from tpir_kedro.imaging.patch_store import PatchStore
@@ -26,9 +28,13 @@ from tpir_kedro.pipelines.contrastive.nodes import FoldEmbeddings
 
 logger = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ["variant", "held_out_patient", "probe", "accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
+RESULT_COLUMNS = ["variant", "space", "held_out_patient", "probe", "accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
 BASELINE = "imagenet"
+BASELINE_SPACE = "backbone"
+NO_SPACE = "none"  # the majority row reads no representation
 METRICS = ["accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
+FOLD_COLUMN = "held_out_patient"
+DIFF_PREFIX = "macro_f1_diff_vs_imagenet_"  # + mean, sd, ci_low, ci_high, n_folds, n_folds_ahead
 
 
 def _fold_labels(inputs: FoldInputs) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +44,8 @@ def _fold_labels(inputs: FoldInputs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def probe_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_inputs: dict[str, FoldInputs], evaluation: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Probe metrics (one row per variant x fold x seed x probe, plus ``majority`` per fold) and
-    long-format confusion matrices."""
+    """Probe metrics (one row per variant x space x fold x seed x probe, plus ``majority`` per fold)
+    and long-format confusion matrices. Every representation space a model has is probed alike."""
     rows, confusions = [], []
     for emb in fold_image_embeddings.values():
         inputs = contrastive_inputs[emb.fold]
@@ -47,29 +53,30 @@ def probe_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_
         if not is_classified(labels).any():
             logger.info("fold %s has no classified spot with an image: no probe rows (expression prediction only)", emb.fold)
             continue
-        probe_rows, confusion = evaluate_probes(
-            emb.features, labels, patients, inputs.held_out_patient, probes=tuple(evaluation["probes"]),
-            Cs=tuple(evaluation["probe_Cs"]), k=int(evaluation["knn_k"]), seed=emb.seed,
-        )
-        extra = {"variant": emb.variant, "fold": emb.fold, "seed": emb.seed}
-        rows += [{**r, **extra} for r in probe_rows]
-        confusions.append(confusion.assign(**extra))
+        for space, features in emb.features.items():
+            probe_rows, confusion = evaluate_probes(
+                features, labels, patients, inputs.held_out_patient, probes=tuple(evaluation["probes"]),
+                Cs=tuple(evaluation["probe_Cs"]), k=int(evaluation["knn_k"]), seed=emb.seed,
+            )
+            extra = {"variant": emb.variant, "space": space, "fold": emb.fold, "seed": emb.seed}
+            rows += [{**r, **extra} for r in probe_rows]
+            confusions.append(confusion.assign(**extra))
     for fold, inputs in contrastive_inputs.items():
         if fold == ALL_PATIENTS:
             continue
         labels, patients = _fold_labels(inputs)
         if is_classified(labels).any():
-            rows += [{**r, "variant": "majority", "fold": fold, "seed": np.nan} for r in majority_rows(labels, patients, inputs.held_out_patient)]
+            rows += [{**r, "variant": "majority", "space": NO_SPACE, "fold": fold, "seed": np.nan} for r in majority_rows(labels, patients, inputs.held_out_patient)]
     # Headers even when empty (no labelled patch anywhere): a CSV without columns cannot be read back.
-    metrics = pd.DataFrame(rows, columns=[*PROBE_COLUMNS, "variant", "fold", "seed"])
-    confusion = pd.concat(confusions, ignore_index=True) if confusions else pd.DataFrame(columns=["probe", "held_out_patient", "true", "predicted", "count", "variant", "fold", "seed"])
+    metrics = pd.DataFrame(rows, columns=[*PROBE_COLUMNS, "variant", "space", "fold", "seed"])
+    confusion = pd.concat(confusions, ignore_index=True) if confusions else pd.DataFrame(columns=["probe", "held_out_patient", "true", "predicted", "count", "variant", "space", "fold", "seed"])
     return metrics, confusion
 
 
 def expression_prediction_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_inputs: dict[str, FoldInputs], evaluation: dict) -> pd.DataFrame:
     """Held-out spots' expression of the fold's top genes predicted from their image: the mean of
     the top-k training spots nearest in the joint space (contrastive variants: image embedding vs
-    gene-side embeddings) or in image-feature space (baselines without a gene side)."""
+    gene-side embeddings) or in the model's trained representation (variants without a gene side)."""
     rows = []
     k = int(evaluation["expression_k"])
     for emb in fold_image_embeddings.values():
@@ -80,7 +87,8 @@ def expression_prediction_results(fold_image_embeddings: dict[str, FoldEmbedding
         if emb.image_joint is not None:
             query, reference, space = emb.image_joint, emb.gene_joint, "joint"
         else:
-            query, reference, space = emb.features[n_train:], emb.features[:n_train], "image"
+            features = emb.features[emb.primary_space]
+            query, reference, space = features[n_train:], features[:n_train], emb.primary_space
         score = expression_prediction_score(query, reference, inputs.train_top_expression, inputs.test_top_expression, inputs.top_genes, k=k)
         rows.append({
             "variant": emb.variant, "fold": emb.fold, "seed": emb.seed, "held_out_patient": inputs.held_out_patient, "space": space,
@@ -92,54 +100,63 @@ def expression_prediction_results(fold_image_embeddings: dict[str, FoldEmbedding
 
 
 def results_table(probe_metrics: pd.DataFrame, expression_metrics: pd.DataFrame, run_info: dict) -> pd.DataFrame:
-    """One row per variant x held-out patient x seed x probe. A fold without labels (real HER2ST
-    image sections) gets one ``probe = none`` row carrying its expression-prediction Pearson r."""
+    """One row per variant x space x held-out patient x seed x probe (``space``: the representation
+    the probe read, see the contrastive pipeline). A fold without labels (real HER2ST image sections)
+    gets one ``probe = none`` row carrying its expression-prediction Pearson r. The expression r is
+    the model's (one per variant, fold and seed), repeated on each of its probe rows."""
     keys = ["variant", "held_out_patient", "seed"]
-    expr = expression_metrics[keys + ["pearson_r_top50"]] if not expression_metrics.empty else pd.DataFrame(columns=keys + ["pearson_r_top50"])
-    probes = probe_metrics if not probe_metrics.empty else pd.DataFrame(columns=keys + ["probe"])
+    expr = expression_metrics[keys + ["pearson_r_top50", "space"]].rename(columns={"space": "expression_space"}) if not expression_metrics.empty else pd.DataFrame(columns=keys + ["pearson_r_top50", "expression_space"])
+    probes = probe_metrics if not probe_metrics.empty else pd.DataFrame(columns=keys + ["probe", "space"])
     table = probes.merge(expr, on=keys, how="outer")
     table["probe"] = table["probe"].fillna("none")
+    table["space"] = table["space"].fillna(table["expression_space"]).fillna(NO_SPACE)
+    table = table.drop(columns="expression_space")
     table["run_id"] = run_info.get("run_id")
     extra = [c for c in ("seed", "classes_absent", "chosen_C", "n_train", "n_test", "fold", "run_id") if c in table.columns]
     for c in RESULT_COLUMNS:
         if c not in table.columns:
             table[c] = np.nan
-    return table[RESULT_COLUMNS + extra].sort_values(["variant", "held_out_patient", "probe", "seed"], kind="stable").reset_index(drop=True)
+    return table[RESULT_COLUMNS + extra].sort_values(["variant", "space", "held_out_patient", "probe", "seed"], kind="stable").reset_index(drop=True)
 
 
 def results_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over held-out patients and seeds, per variant x probe, with paired per-fold
-    differences against the ``imagenet`` baseline (same fold, seed and probe)."""
-    grouped = results.groupby(["variant", "probe"], dropna=False)
+    """Per variant x space x probe: mean and sd over held-out patients of the seed-averaged metrics
+    (n = ``n_folds``, the held-out patients; ``n_seeds`` per fold), and the paired per-fold macro-F1
+    difference against ``imagenet``'s backbone on the same probe: mean, sd, 95% t interval and
+    folds ahead (:mod:`~tpir_kedro.evaluation.fold_statistics`)."""
+    keys = ["variant", "space", "probe"]
+    per_fold = fold_means(results, keys, METRICS)
+    grouped = per_fold.groupby(keys, dropna=False, sort=True)
     summary = grouped[METRICS].agg(["mean", "std"])
     summary.columns = [f"{m}_{s}" for m, s in summary.columns]
-    summary["n_folds"] = grouped["held_out_patient"].nunique()
-    summary["n_rows"] = grouped.size()
+    summary["n_folds"] = grouped[FOLD_COLUMN].nunique()
+    summary["n_seeds"] = grouped["n_seeds"].max()
     summary = summary.reset_index()
-    base = results[results["variant"] == BASELINE].set_index(["held_out_patient", "seed", "probe"])
+    base = per_fold[(per_fold["variant"] == BASELINE) & (per_fold["space"] == BASELINE_SPACE)]
     diffs = []
-    for (variant, probe), group in results.groupby(["variant", "probe"]):
-        if variant == BASELINE or base.empty:
+    for (variant, space, probe), group in per_fold.groupby(keys, sort=True):
+        # The majority floor has no probe of its own: it is paired with imagenet's logistic probe.
+        base_probe = "logistic" if variant == "majority" else probe
+        reference = base[base["probe"] == base_probe].set_index(FOLD_COLUMN)["macro_f1"]
+        if (variant == BASELINE and space == BASELINE_SPACE) or reference.empty:
             continue
-        g = group.set_index(["held_out_patient", "seed", "probe"])
-        if variant == "majority":  # the floor has no seed: pair it with every imagenet seed
-            g = group.drop(columns="seed").merge(base.reset_index()[["held_out_patient", "seed", "probe"]], on=["held_out_patient", "probe"]).set_index(["held_out_patient", "seed", "probe"])
-        paired = g[["macro_f1"]].join(base[["macro_f1"]], rsuffix="_base", how="inner").dropna()
-        if paired.empty:
-            continue
-        d = paired["macro_f1"] - paired["macro_f1_base"]
-        diffs.append({"variant": variant, "probe": probe, "macro_f1_diff_vs_imagenet_mean": d.mean(), "macro_f1_diff_vs_imagenet_sd": d.std(), "n_pairs": len(d), "n_better_than_imagenet": int((d > 0).sum())})
+        d = paired_difference(group.set_index(FOLD_COLUMN)["macro_f1"], reference)
+        if d["n_folds"]:
+            named = {"mean": d["mean_difference"], "sd": d["sd_difference"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n_folds": d["n_folds"], "n_folds_ahead": d["n_folds_ahead"]}
+            diffs.append({"variant": variant, "space": space, "probe": probe, **{f"{DIFF_PREFIX}{k}": v for k, v in named.items()}})
     if diffs:
-        summary = summary.merge(pd.DataFrame(diffs), on=["variant", "probe"], how="left")
+        summary = summary.merge(pd.DataFrame(diffs), on=keys, how="left")
     return summary
 
 
 def results_figure(results_summary: pd.DataFrame) -> go.Figure:
-    """Macro-F1 per variant and probe (mean ± sd over held-out patients and seeds) beside the
-    expression-prediction Pearson r."""
+    """Macro-F1 per variant, space and probe (mean ± sd over held-out patients, seeds averaged within
+    each) beside the expression-prediction Pearson r."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Patch classification, held-out patients (macro-F1)", "Expression prediction (Pearson r, top genes)"))
-    for probe, group in results_summary[results_summary["probe"] != "none"].groupby("probe"):
-        fig.add_bar(x=group["variant"], y=group["macro_f1_mean"], error_y={"type": "data", "array": group["macro_f1_std"].fillna(0)}, name=f"{probe} probe", row=1, col=1)
+    scored = results_summary[results_summary["probe"] != "none"]
+    for probe, group in scored.groupby("probe"):
+        names = group["variant"] + " (" + group["space"].astype(str) + ")" if "space" in group else group["variant"]
+        fig.add_bar(x=names, y=group["macro_f1_mean"], error_y={"type": "data", "array": group["macro_f1_std"].fillna(0)}, name=f"{probe} probe", row=1, col=1)
     expr = results_summary.dropna(subset=["pearson_r_top50_mean"]).drop_duplicates("variant")
     fig.add_bar(x=expr["variant"], y=expr["pearson_r_top50_mean"], error_y={"type": "data", "array": expr["pearson_r_top50_std"].fillna(0)}, name="Pearson r", row=1, col=2)
     fig.update_layout(barmode="group", template="plotly_white", height=450)
@@ -161,6 +178,10 @@ def _card(name: str, model: dict, inputs: FoldInputs, store: PatchStore, summary
         "backbone": trained.encoder.backbone,
         "init": trained.variant.init or config.init,
         "feature_dim": trained.encoder.feature_dim,
+        "regime": config.regime if trained.variant.trains else "untrained",
+        # What the probe reads: the backbone's pooled features, or the trained adapter's output on them.
+        "representation": model["space"],
+        "adapter": trained.adapter.spec() if model["space"] == "adapter" else None,
         "classes": probe.classes if probe else [],
         "patch_size_um": store.size_um,
         "patch_size_px": store.size_px,
@@ -196,5 +217,6 @@ def packaged_image_models(
             probe = LinearProbe.from_sklearn(scaler, logistic, fitted.chosen_C)
         else:
             logger.info("variant %s: fewer than two tissue classes among labelled spots: packaged without a probe", name)
-        packaged[name] = PackagedImageModel(model["trained"].encoder.eval(), probe, _card(name, model, inputs, patch_store, results_summary, variants, run_info, probe))
+        adapter = model["trained"].adapter.eval() if model["space"] == "adapter" else None
+        packaged[name] = PackagedImageModel(model["trained"].encoder.eval(), probe, _card(name, model, inputs, patch_store, results_summary, variants, run_info, probe), adapter)
     return packaged

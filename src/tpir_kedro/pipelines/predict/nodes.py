@@ -109,22 +109,22 @@ def slide_tiling_plan(slide_to_predict: SlideSource, slide_spots: pd.DataFrame, 
 
 
 def slide_embeddings(slide_patch_store: PatchStore, slide_spots: pd.DataFrame, predict_image_model: PackagedImageModel, predict: dict) -> AnnData:
-    """Spots x 0 AnnData with the encoder's features in ``obsm["X_image"]`` (n, feature_dim) and the
-    pixel centres in ``obsm["spatial"]`` (n, 2); which model and scale in ``uns["image_model"]``."""
-    from tpir_kedro.models.inference import embed_patches  # torch only where a slide is embedded
-
+    """Spots x 0 AnnData with the model's representation (what its probe reads: the encoder's
+    features, through its adapter when it has one) in ``obsm["X_image"]`` (n, d) and the pixel
+    centres in ``obsm["spatial"]`` (n, 2); which model and scale in ``uns["image_model"]``."""
     spot_ids = slide_spots["spot_id"].astype(str).to_numpy()
     store = slide_patch_store
     ((slide_name, section),) = store.meta["sections"].items()
     keys = _store_keys(slide_name, spot_ids)
     device = None if predict.get("device", "auto") in (None, "auto") else str(predict["device"])
-    features, _ = embed_patches(predict_image_model.encoder, store.patches, store.rows(keys), batch_size=int(predict["batch_size"]), device=device)
+    features = predict_image_model.embed(store.patches, store.rows(keys), batch_size=int(predict["batch_size"]), device=device)
     card = predict_image_model.card
     obs = pd.DataFrame({"pixel_x": slide_spots["pixel_x"].to_numpy(float), "pixel_y": slide_spots["pixel_y"].to_numpy(float), "padded": store.index.loc[keys, "padded"].to_numpy(bool)}, index=pd.Index(spot_ids, name="spot_id"))
     embeddings = AnnData(obs=obs, obsm={FEATURES_KEY: features.astype(np.float32), "spatial": obs[["pixel_x", "pixel_y"]].to_numpy()})
     embeddings.uns["image_model"] = {
         "variant": card.get("variant", ""),
         "backbone": card.get("backbone", ""),
+        "representation": card.get("representation", "backbone"),
         "run_id": card.get("run_id") or "",
         "patch_size_um": float(card["patch_size_um"]),
         "patch_size_px": int(card["patch_size_px"]),

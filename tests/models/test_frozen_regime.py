@@ -1,0 +1,218 @@
+"""The frozen-backbone and partial regimes, the feature-view cache, the code in the run key, and the
+per-run step / plateau summary.
+
+A tiny random-init ResNet-18 and a 60-patch random store: wiring and bookkeeping, not learning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tpir_kedro.models import code_digest as code_digest_mod
+from tpir_kedro.models import feature_views as views_mod
+from tpir_kedro.models import training as training_mod
+from tpir_kedro.models.code_digest import MODELS_PACKAGE, source_digest
+from tpir_kedro.models.feature_views import ViewSampler, cached_feature_views, compute_feature_views
+from tpir_kedro.models.image_encoders import backbone_blocks, build_image_encoder, encoder_state_dict
+from tpir_kedro.models.inference import embed_patches
+from tpir_kedro.models.training import FINAL_WEIGHTS, TrainingData, train_image_model, training_fingerprint
+from tpir_kedro.models.training_config import TrainingConfig
+from tpir_kedro.models.training_runs import summarise_training_runs
+from tpir_kedro.models.variants import parse_variant
+
+N_SPOTS, N_STORE, N_CLASSES, SIZE, VIEWS, BATCH, STEPS = 48, 60, 3, 32, 4, 8, 12
+AUGMENT = {"flips": True, "rot90": True, "hed_sigma": 0.05, "hed_shift": 0.02, "brightness": 0.1}
+FROZEN = TrainingConfig(
+    regime="frozen", backbone="resnet18", init="random", feature_views=VIEWS, max_steps=STEPS, batch_size=BATCH,
+    adapter_hidden=32, adapter_dim=16, embed_dim=16, gene_hidden=32, accelerator="cpu", precision="32-true",
+    progress_bar=False, log_every_n_steps=1, augment=AUGMENT,
+)
+VARIANTS = {
+    "clip": {"gene_input": "log_hvg", "loss": "infonce"},
+    "scanvi_similarity": {"gene_input": "scanvi", "loss": "similarity"},
+    "class_guided": {"gene_input": "scanvi", "loss": "class_guided", "use_class_probs": True},
+    "supervised": {"objective": "supervised"},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    torch.manual_seed(0)
+    return build_image_encoder("resnet18", "random").eval()
+
+
+@pytest.fixture(scope="module")
+def patches():
+    return np.random.default_rng(0).integers(0, 256, (N_STORE, SIZE, SIZE, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def views(encoder, patches):
+    return compute_feature_views(encoder, patches, VIEWS, AUGMENT, seed=0, batch_size=16)
+
+
+def make_data(source: np.ndarray, variant_name: str) -> TrainingData:
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, N_CLASSES, N_SPOTS).astype(np.int64)
+    labels[:6] = -1
+    z = rng.normal(size=(N_SPOTS, 4)).astype(np.float32)
+    variant = parse_variant(variant_name, VARIANTS[variant_name])
+    genes = rng.normal(size=(N_SPOTS, 10)).astype(np.float32) if variant.gene_input == "log_hvg" else z
+    probs = rng.dirichlet(np.ones(N_CLASSES), N_SPOTS).astype(np.float32) if variant.use_class_probs else None
+    return TrainingData(source, rng.permutation(N_STORE)[:N_SPOTS].astype(np.int64), genes, z, labels, probs, np.repeat(np.arange(3), 16).astype(np.int64), N_CLASSES)
+
+
+# --- feature views ----------------------------------------------------------------------------
+
+
+def test_view_zero_is_the_plain_backbone_pass_and_the_others_are_augmented(encoder, patches, views):
+    assert views.shape == (N_STORE, VIEWS, encoder.feature_dim) and views.dtype == np.float32
+    plain, _ = embed_patches(encoder, patches, np.arange(N_STORE), batch_size=16)
+    np.testing.assert_allclose(views[:, 0], plain, rtol=1e-4, atol=1e-5)  # what evaluation and predict read
+    for v in range(1, VIEWS):
+        assert not np.allclose(views[:, v], views[:, 0], atol=1e-4)
+    again = compute_feature_views(encoder, patches, VIEWS, AUGMENT, seed=0, batch_size=7)
+    np.testing.assert_allclose(again, views, rtol=1e-4, atol=1e-5)  # seeded, whatever the batching
+
+
+def test_the_view_sampler_reads_view_zero_in_eval_and_random_views_in_training():
+    x = torch.arange(5 * 4 * 3, dtype=torch.float32).reshape(5, 4, 3)
+    sampler = ViewSampler().eval()
+    assert torch.equal(sampler(x), x[:, 0])
+    sampler.train()
+    picked = torch.stack([sampler(x, generator=torch.Generator().manual_seed(s)) for s in range(20)])  # (20, 5, 3)
+    view_of = (picked[..., 0] - x[None, :, 0, 0]) / 3  # which view each sample got
+    assert set(view_of.unique().long().tolist()) == {0, 1, 2, 3}
+
+
+def test_the_cache_is_reused_when_nothing_changed_and_rebuilt_for_new_pixels_or_backbone(tmp_path, encoder, patches, monkeypatch):
+    computed = []
+    real = views_mod.compute_feature_views
+
+    def counting(enc, p, *args, **kwargs):
+        computed.append(enc.backbone)
+        return real(enc, p, *args, **kwargs)
+
+    monkeypatch.setattr(views_mod, "compute_feature_views", counting)
+    first = cached_feature_views(tmp_path, encoder, patches, VIEWS, AUGMENT, seed=0, batch_size=32)
+    again = cached_feature_views(tmp_path, encoder, patches, VIEWS, AUGMENT, seed=0, batch_size=32)
+    assert len(computed) == 1 and isinstance(again, np.memmap)
+    np.testing.assert_array_equal(first, again)
+    assert len(list(tmp_path.iterdir())) == 1
+
+    repainted = patches.copy()
+    repainted[17, 5, 5] = 255 - repainted[17, 5, 5]  # one pixel of one patch
+    cached_feature_views(tmp_path, encoder, repainted, VIEWS, AUGMENT, seed=0, batch_size=32)
+    other_weights = build_image_encoder("resnet18", "random").eval()  # same architecture, new weights
+    cached_feature_views(tmp_path, other_weights, patches, VIEWS, AUGMENT, seed=0, batch_size=32)
+    cached_feature_views(tmp_path, encoder, patches, VIEWS, {**AUGMENT, "hed_sigma": 0.1}, seed=0, batch_size=32)
+    cached_feature_views(tmp_path, encoder, patches, VIEWS, AUGMENT, seed=1, batch_size=32)
+    assert len(computed) == 5 and len(list(tmp_path.iterdir())) == 5
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
+
+
+# --- training in the frozen and partial regimes ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_objective_trains_its_adapter_on_cached_features_for_max_steps(name, views, tmp_path):
+    variant = parse_variant(name, VARIANTS[name])
+    data = make_data(views, name)
+    trained = train_image_model(variant, FROZEN, data, seed=0, run_root=tmp_path)
+    assert trained.steps == STEPS  # the step budget, not the epochs, decides (48 spots -> 6 per epoch)
+    assert trained.history["epoch"].max() >= 1
+    assert trained.module.encoder is None  # the backbone is not in the trained module
+    assert trained.adapter is not None and trained.adapter.out_dim == FROZEN.adapter_dim
+    assert np.isfinite(trained.history["train_loss_step"].dropna()).all()
+    again = train_image_model(variant, FROZEN, data, seed=0, run_root=tmp_path)
+    assert again.reused
+    for key, value in trained.module.state_dict().items():
+        assert torch.equal(value, again.module.state_dict()[key])
+
+
+def test_the_frozen_regime_refuses_a_patch_store(patches):
+    data = make_data(patches, "clip")
+    with pytest.raises(ValueError, match="cached backbone features"):
+        train_image_model(parse_variant("clip", VARIANTS["clip"]), FROZEN, data, seed=0, run_root=None)
+
+
+def test_partial_fine_tuning_trains_only_the_last_blocks(patches):
+    config = dataclasses.replace(FROZEN, regime="partial", trainable_blocks=1, max_steps=3)
+    variant = parse_variant("supervised", VARIANTS["supervised"])
+    L.seed_everything(0, verbose=False)
+    before = encoder_state_dict(build_image_encoder("resnet18", "random"))
+    trained = train_image_model(variant, config, make_data(patches, "supervised"), seed=0, run_root=None)
+    after = encoder_state_dict(trained.encoder)
+    last = {f"layer4.{k}" for k in backbone_blocks(trained.encoder)[-1].state_dict()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and changed <= last  # the stem, layer1..3 and their batch-norm statistics stay put
+    assert any(k.endswith("running_mean") for k in changed)  # the trained block's own BN does learn
+
+
+# --- the code is part of the run key ------------------------------------------------------------
+
+
+def test_the_source_digest_follows_the_code(tmp_path):
+    copy = tmp_path / "models"
+    shutil.copytree(MODELS_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert source_digest(copy) == source_digest(MODELS_PACKAGE)
+    losses = copy / "losses.py"
+    losses.write_text(losses.read_text().replace("return 0.5 * (F.cross_entropy(logits, match)", "return 0.6 * (F.cross_entropy(logits, match)"))
+    assert source_digest(copy) != source_digest(MODELS_PACKAGE)
+
+
+def test_a_changed_loss_retrains_instead_of_reusing_the_old_run(views, tmp_path, monkeypatch):
+    variant = parse_variant("clip", VARIANTS["clip"])
+    data = make_data(views, "clip")
+    first = train_image_model(variant, FROZEN, data, seed=0, run_root=tmp_path)
+    assert train_image_model(variant, FROZEN, data, seed=0, run_root=tmp_path).reused
+    # The code as it would be after an edit of losses.py (the digest is that of the package source).
+    copy = tmp_path / "edited_models"
+    shutil.copytree(MODELS_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "losses.py").write_text((copy / "losses.py").read_text() + "\n# an edit\n")
+    monkeypatch.setattr(training_mod, "models_code_digest", lambda: source_digest(copy))
+    assert training_fingerprint(variant, FROZEN, data, 0) != first.fingerprint
+    after_edit = train_image_model(variant, FROZEN, data, seed=0, run_root=tmp_path)
+    assert not after_edit.reused and after_edit.steps == STEPS
+    assert sorted(p.name for p in tmp_path.glob("seed0-*")) == sorted([f"seed0-{first.fingerprint}", f"seed0-{after_edit.fingerprint}"])
+    assert (tmp_path / f"seed0-{after_edit.fingerprint}" / FINAL_WEIGHTS).is_file()
+    assert code_digest_mod.models_code_digest() == source_digest(MODELS_PACKAGE)
+
+
+# --- steps and plateau per run ----------------------------------------------------------------
+
+
+def _history(losses: np.ndarray, variant: str = "clip") -> pd.DataFrame:
+    steps = np.arange(len(losses))
+    return pd.DataFrame({"epoch": steps // 10, "step": steps, "train_loss_step": losses, "train_loss_epoch": np.nan, "variant": variant, "fold": "holdout_B", "seed": 0})
+
+
+def test_a_run_that_levelled_off_is_told_from_one_still_falling():
+    t = np.arange(200, dtype=float)
+    levelled = 0.2 + 2.0 * np.exp(-t / 15)
+    falling = 2.2 - 0.01 * t
+    rising_then_level = 3.0 - 0.8 * np.exp(-t / 15)  # a moving-target loss (BLEEP's) may rise as it converges
+    histories = [_history(levelled, "levelled"), _history(falling, "falling"), _history(np.full(200, 1.0), "flat"), _history(rising_then_level, "rising")]
+    table = summarise_training_runs(pd.concat(histories))
+    by = table.set_index("variant")
+    assert by.loc["levelled", "steps"] == 200 and by.loc["levelled", "epochs"] == 20
+    assert by.loc["levelled", "plateaued"] and by.loc["levelled", "loss_fell"]
+    assert not by.loc["falling", "plateaued"] and by.loc["falling", "loss_fell"]
+    assert by.loc["falling", "last_quarter_share_of_change"] == pytest.approx(1 / 3, abs=0.01)
+    assert by.loc["rising", "plateaued"] and not by.loc["rising", "loss_fell"]
+    assert by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]  # level, and the column says it never fell
