@@ -60,7 +60,9 @@ def test_predict_on_the_demo_slide_writes_probabilities_embeddings_overlay_and_a
     assert (predictions["predicted_class"] == predictions[classes].idxmax(axis=1)).all()
 
     embeddings = catalog.load("slide_embeddings")
-    assert embeddings.obsm["X_image"].shape == (len(spots), card["feature_dim"])
+    # What the probe reads: the trained adapter's output (frozen regime), not the backbone's features.
+    assert card["representation"] == "adapter" and embeddings.uns["image_model"]["representation"] == "adapter"
+    assert embeddings.obsm["X_image"].shape == (len(spots), card["adapter"]["out_dim"])
     assert np.isfinite(embeddings.obsm["X_image"]).all()
     assert embeddings.uns["image_model"]["variant"] == "scanvi_infonce"
     assert embeddings.uns["image_model"]["patch_size_px"] == card["patch_size_px"]

@@ -45,3 +45,12 @@ def test_one_heatmap_per_variant_and_probe_the_chosen_probe_first_in_a_dropdown(
 def test_a_single_matrix_needs_no_dropdown():
     fig = confusion_matrix_figure(_confusion("clip", "knn", "holdout_B", CELLS_B), probe="logistic")
     assert len(fig.data) == 1 and not fig.layout.updatemenus
+
+
+def test_a_variant_probed_in_two_spaces_gets_a_matrix_per_space_never_a_pooled_one():
+    backbone = _confusion("clip", "logistic", "holdout_B", CELLS_B).assign(space="backbone")
+    adapter = _confusion("clip", "logistic", "holdout_B", CELLS_C).assign(space="adapter")
+    baseline = _confusion("imagenet", "logistic", "holdout_B", CELLS_B).assign(space="backbone")
+    pooled = pooled_confusions(pd.concat([backbone, adapter, baseline]))
+    assert set(pooled) == {("clip [backbone]", "logistic"), ("clip [adapter]", "logistic"), ("imagenet", "logistic")}
+    assert pooled[("clip [adapter]", "logistic")].to_numpy().tolist() == [[4, 0], [0, 0]]

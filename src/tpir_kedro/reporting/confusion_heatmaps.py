@@ -16,8 +16,12 @@ COLUMNS = {"probe", "true", "predicted", "count", "variant"}
 def pooled_confusions(confusion_matrices: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     """(variant, probe) -> counts (true x predicted, classes in schema order) summed over folds and
     seeds. ``confusion_matrices``: long format, one row per (variant, fold, seed, probe, true,
-    predicted) with ``count``."""
+    predicted) with ``count`` (and ``space``: a variant probed in two spaces -- its fine-tuned backbone
+    and its adapter -- gets one matrix per space, named ``variant [space]``, never a pooled one)."""
     table = confusion_matrices.astype({"variant": str, "probe": str, "true": str, "predicted": str})
+    if "space" in table.columns and not table.empty:
+        several = table.groupby("variant")["space"].transform("nunique") > 1
+        table.loc[several, "variant"] = table.loc[several, "variant"] + " [" + table.loc[several, "space"].astype(str) + "]"
     out = {}
     for (variant, probe), group in table.groupby(["variant", "probe"], sort=False):
         classes = ordered_labels(pd.concat([group["true"], group["predicted"]]))
