@@ -16,12 +16,7 @@ from tpir_kedro.models.packaged_model import CARD_FILE, CARD_MD, ENCODER_FILE, P
 CLASSES3 = np.array(["adipose tissue", "connective tissue", "invasive cancer"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/models/conftest.py
 
 
 def _features(n_classes: int, seed: int = 0, n: int = 90, d: int = 6):

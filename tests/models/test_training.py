@@ -55,12 +55,7 @@ RANDOM = parse_variant("random", {"objective": "none", "init": "random"})
 CLIP = parse_variant("clip", VARIANTS["clip"])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: thread overhead dominates
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/models/conftest.py
 
 
 def make_data(seed: int = 0) -> TrainingData:
