@@ -38,9 +38,10 @@ from pathlib import Path
 
 import yaml
 
+from tpir_kedro.pipelines.evaluation.nodes import DIFF_PREFIX as PREFIX
+
 ROOT = Path(__file__).resolve().parents[1]
 CONTROL, BASELINE, MARGIN, MIN_AHEAD = "supervised", "imagenet", 0.05, 3
-PREFIX = "macro_f1_diff_vs_imagenet_"
 
 
 def _scratch_project(work: Path) -> Path:

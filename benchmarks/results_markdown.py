@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from tpir_kedro.pipelines.evaluation.nodes import DIFF_PREFIX as PREFIX
+
 ROOT = Path(__file__).resolve().parents[1]
-PREFIX = "macro_f1_diff_vs_imagenet_"
 
 
 def _latest(path: Path) -> Path:

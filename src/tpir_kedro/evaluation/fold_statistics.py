@@ -17,7 +17,6 @@ import pandas as pd
 from scipy import stats
 
 FOLD = "held_out_patient"
-SEED = "seed"
 CONFIDENCE = 0.95
 
 

@@ -50,7 +50,8 @@ class ViewSampler(nn.Module):
         return views[torch.arange(len(views), device=views.device), pick.to(views.device)].float()
 
 
-def _update_with_array(h, a: np.ndarray) -> None:
+def hash_into(h, a: np.ndarray) -> None:
+    """Feed ``a``'s dtype, shape and bytes to the hash ``h`` (the run key hashes its arrays this way too)."""
     a = np.ascontiguousarray(a)
     h.update(str((a.dtype.str, a.shape)).encode())
     h.update(memoryview(a).cast("B"))
@@ -61,7 +62,7 @@ def encoder_digest(encoder: ImageEncoder) -> str:
     h = hashlib.sha256(encoder.backbone.encode())
     for name, tensor in sorted(encoder.net.state_dict().items()):
         h.update(name.encode())
-        _update_with_array(h, tensor.detach().cpu().contiguous().numpy())
+        hash_into(h, tensor.detach().cpu().contiguous().numpy())
     return h.hexdigest()[:16]
 
 

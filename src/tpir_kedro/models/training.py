@@ -35,7 +35,7 @@ from tpir_kedro.models.adapter import ImageAdapter
 from tpir_kedro.models.augment import PatchAugment
 from tpir_kedro.models.code_digest import models_code_digest
 from tpir_kedro.models.contrastive_module import ContrastiveModule, SupervisedModule
-from tpir_kedro.models.feature_views import ViewSampler
+from tpir_kedro.models.feature_views import ViewSampler, hash_into
 from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder
 from tpir_kedro.models.losses import contrastive_loss
 from tpir_kedro.models.patch_data import SpotPairs, collate_batch
@@ -101,9 +101,7 @@ def _hash_array(h, a) -> None:
     if a is None:
         h.update(b"none")
         return
-    a = np.ascontiguousarray(a)
-    h.update(str((a.dtype.str, a.shape)).encode())
-    h.update(a.tobytes())
+    hash_into(h, a)
 
 
 def training_fingerprint(variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int) -> str:

@@ -129,7 +129,7 @@ def representations(trained: TrainedImageModel, store: PatchStore, rows: np.ndar
     pass gives), and its backbone is not a space of its own: it is the untouched initialisation."""
     from tpir_kedro.models.inference import embed_patches, project
 
-    if views is not None and trained.variant.trains and config.regime == "frozen":
+    if views is not None and trained.variant.trains:  # views exist in the frozen regime only
         return {ADAPTER: project(trained.adapter, np.asarray(views[np.asarray(rows), 0]))}
     backbone, _ = embed_patches(trained.encoder, store.patches, rows, batch_size=config.eval_batch_size)
     if trained.adapter is None:

@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
+from tpir_kedro.evaluation.fold_statistics import FOLD as FOLD_COLUMN
 from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.evaluation.probes import PROBE_COLUMNS, evaluate_probes, fit_logistic_probe, majority_rows
@@ -33,7 +34,6 @@ BASELINE = "imagenet"
 BASELINE_SPACE = "backbone"
 NO_SPACE = "none"  # the majority row reads no representation
 METRICS = ["accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
-FOLD_COLUMN = "held_out_patient"
 DIFF_PREFIX = "macro_f1_diff_vs_imagenet_"  # + mean, sd, ci_low, ci_high, n_folds, n_folds_ahead
 
 
