@@ -22,6 +22,7 @@ from tpir_kedro.models.code_digest import MODELS_PACKAGE, source_digest
 from tpir_kedro.models.feature_views import ViewSampler, cached_feature_views, compute_feature_views
 from tpir_kedro.models.image_encoders import backbone_blocks, build_image_encoder, encoder_state_dict
 from tpir_kedro.models.inference import embed_patches
+from tpir_kedro.models.patch_data import SpotPairs
 from tpir_kedro.models.training import FINAL_WEIGHTS, TrainingData, train_image_model, training_fingerprint
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.training_runs import summarise_training_runs
@@ -94,6 +95,23 @@ def test_the_view_sampler_reads_view_zero_in_eval_and_random_views_in_training()
     view_of = (picked[..., 0] - x[None, :, 0, 0]) / 3  # which view each sample got
     assert set(view_of.unique().long().tolist()) == {0, 1, 2, 3}
 
+
+
+def test_training_batches_read_one_random_view_of_each_spot_and_the_sampler_passes_it_through(views):
+    data = make_data(views, "clip")
+    pairs = SpotPairs(views, data.rows, data.genes, labels=data.labels, patients=data.patients, random_view=True)
+    idx = list(range(0, N_SPOTS, 3))
+    torch.manual_seed(0)
+    batch = pairs.__getitems__(idx)["image"]
+    assert batch.shape == (len(idx), views.shape[2])
+    # every row is one of its own spot's views (the store order of the read does not mix spots up)
+    got = [int(np.flatnonzero((views[data.rows[i]] == batch[j].numpy()).all(axis=1))[0]) for j, i in enumerate(idx)]
+    assert len(set(got)) > 1
+    torch.manual_seed(0)
+    assert torch.equal(pairs.__getitems__(idx)["image"], batch)  # seeded by torch's generator
+    assert torch.equal(ViewSampler().train()(batch), batch)
+    with pytest.raises(ValueError, match="cached features"):
+        SpotPairs(np.zeros((4, 8, 8, 3), np.uint8), [0, 1], labels=[0, 1], patients=[0, 0], random_view=True)
 
 def test_the_cache_is_reused_when_nothing_changed_and_rebuilt_for_new_pixels_or_backbone(tmp_path, encoder, patches, monkeypatch):
     computed = []

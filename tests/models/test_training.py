@@ -199,7 +199,14 @@ def _counting_steps(monkeypatch, fail_in_epoch: int | None) -> list[int]:
     return epochs
 
 
+def test_last_ckpt_is_saved_every_epoch_when_epochs_are_long_and_every_few_hundred_steps_when_short():
+    assert training_mod.checkpoint_every_n_epochs(5000) == 1  # full fine-tuning on real data
+    assert training_mod.checkpoint_every_n_epochs(5) == training_mod.CHECKPOINT_STEPS // 5  # frozen-regime demo fold
+    assert training_mod.checkpoint_every_n_epochs(0) == training_mod.CHECKPOINT_STEPS
+
+
 def test_an_interrupted_run_resumes_and_a_finished_one_is_reused(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(training_mod, "CHECKPOINT_STEPS", 1)  # these epochs are 6 steps: save after each
     config = dataclasses.replace(CONFIG, epochs=2)
     data = make_data()
     fingerprint = training_fingerprint(CLIP, config, data, seed=0)

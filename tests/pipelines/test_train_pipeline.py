@@ -82,6 +82,7 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project, run, ti
     assert all(spaces[v] == {"adapter"} for v in VARIANTS if v not in ("imagenet", "random"))
     runs = catalog.load("training_runs")
     assert set(runs["variant"]) == set(VARIANTS) - {"imagenet", "random"}
+    assert set(runs["fold"]) == {"holdout_B", "all"}  # the final models' runs are reported too
     assert (runs["steps"] == tiny_train_params["contrastive"]["max_steps"]).all()  # the step budget, every run
     # Every trained run learns its objective: its epoch loss falls from the first epoch to the last
     # (worst last/first ratio 0.97 over seven tiny runs, five simulated cohorts). What it does to

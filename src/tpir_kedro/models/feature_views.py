@@ -39,11 +39,16 @@ _HASH_CHUNK = 512  # patches per read while hashing a store
 
 class ViewSampler(nn.Module):
     """(B, V, D) cached features -> (B, D): a uniformly random view per sample when training, view 0
-    (the un-augmented patch) in eval mode. It takes the place of the pixel augmentation."""
+    (the un-augmented patch) in eval mode. It takes the place of the pixel augmentation.
+
+    Training batches usually arrive as (B, D), one view per spot already drawn by the loader
+    (:class:`~tpir_kedro.models.patch_data.SpotPairs` with ``random_view``); they pass through."""
 
     def forward(self, views: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if views.ndim == 2 and self.training:
+            return views.float()
         if views.ndim != 3:
-            raise ValueError(f"expected cached features of shape (B, V, D), got {tuple(views.shape)}")
+            raise ValueError(f"expected cached features of shape (B, V, D), or (B, D) in training, got {tuple(views.shape)}")
         if not self.training or views.shape[1] == 1:
             return views[:, 0].float()
         pick = torch.randint(views.shape[1], (len(views),), generator=generator, device=generator.device if generator else views.device)

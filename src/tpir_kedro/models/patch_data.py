@@ -146,9 +146,14 @@ class SpotPairs(Dataset):
         labels: (n,) int64 tissue class codes, -1 for unlabelled.
         probs: (n, C) float32 soft class probabilities, or None.
         patients: (n,) int64 patient codes.
+        random_view: cached features only -- read one uniformly random view of each spot (drawn from
+            torch's generator, which the DataLoader seeds per worker) instead of all V. Why: a
+            training step needs one view per spot; reading all of them moves V times the bytes and
+            cost more than the adapter's whole step on a CPU.
 
     Items and batches are dicts of tensors; fields given as None are left out:
-    ``image`` uint8 (3, S, S) / (B, 3, S, S) -- or, from cached features, float32 (V, D) / (B, V, D) --, ``genes`` (g,) / (B, g), ``z`` (k,) / (B, k),
+    ``image`` uint8 (3, S, S) / (B, 3, S, S) -- or, from cached features, float32 (V, D) / (B, V, D),
+    and (D,) / (B, D) with ``random_view`` --, ``genes`` (g,) / (B, g), ``z`` (k,) / (B, k),
     ``label`` () / (B,), ``probs`` (C,) / (B, C), ``patient`` () / (B,), ``index`` () / (B,) the
     position in this dataset. Batch images are channels-first views of the (B, S, S, 3) read
     (``torch.channels_last`` layout, no copy); PatchAugment makes the float copy. A batch's
@@ -165,8 +170,12 @@ class SpotPairs(Dataset):
         patients,
         z=None,
         probs=None,
+        random_view: bool = False,
     ) -> None:
         self.patches = _open_patches(patches)
+        if random_view and self.patches.ndim != 3:
+            raise ValueError("random_view applies to cached features (n_store, V, D), not to a patch store")
+        self.random_view = bool(random_view)
         rows = np.asarray(rows)
         if rows.ndim != 1:
             raise ValueError(f"rows must be 1-D, got shape {rows.shape}")
@@ -207,7 +216,8 @@ class SpotPairs(Dataset):
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} spots")
         i %= len(self)
-        image = torch.from_numpy(np.array(self.patches[self.rows[i]]))
+        view = int(torch.randint(self.patches.shape[1], ())) if self.random_view else slice(None)
+        image = torch.from_numpy(np.array(self.patches[self.rows[i], view]))
         image = image.permute(2, 0, 1) if image.ndim == 3 and self.patches.ndim == 4 else image
         return {"image": image, **self._fields(i), "index": torch.tensor(i, dtype=torch.int64)}
 
@@ -220,7 +230,11 @@ class SpotPairs(Dataset):
         store_rows = self.rows[idx]
         order = np.argsort(store_rows, kind="stable")
         # One forward read in store order; restoring the requested order is a small in-RAM copy.
-        block = np.asarray(self.patches[store_rows[order]])
+        if self.random_view:
+            views = torch.randint(self.patches.shape[1], (len(idx),)).numpy()  # drawn in request order
+            block = np.asarray(self.patches[store_rows[order], views[order]])
+        else:
+            block = np.asarray(self.patches[store_rows[order]])
         if not np.array_equal(order, np.arange(len(order))):
             restore = np.empty_like(order)
             restore[order] = np.arange(len(order))

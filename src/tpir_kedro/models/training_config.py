@@ -31,7 +31,7 @@ class TrainingConfig:
     feature_views: int = 16  # frozen regime: backbone passes per patch (view 0 un-augmented)
     trainable_blocks: int = 2  # partial regime: the last blocks of the backbone that train
     epochs: int = 2
-    max_steps: int | None = 1000  # optimiser steps per run, whatever the data size; None: epochs decide
+    max_steps: int | None = 2000  # optimiser steps per run, whatever the data size; None: epochs decide
     batch_size: int = 128
     lr: float = 1e-3  # adapter and heads
     backbone_lr: float = 2e-4

@@ -221,11 +221,13 @@ def final_image_models(
     return models
 
 
-def training_runs(training_history: pd.DataFrame) -> pd.DataFrame:
-    """One row per trained run: optimiser steps, epochs and whether the loss levelled off."""
+def training_runs(training_history: pd.DataFrame, final_image_models: dict[str, dict]) -> pd.DataFrame:
+    """One row per trained run -- the folds' and the final models' (fold ``all``): optimiser steps,
+    epochs and whether the loss levelled off."""
     from tpir_kedro.models.training_runs import summarise_training_runs
 
-    runs = summarise_training_runs(training_history)
+    finals = [_history_rows(m["trained"], ALL_PATIENTS, int(m["seed"])) for m in final_image_models.values()]
+    runs = summarise_training_runs(pd.concat([training_history, *finals], ignore_index=True))
     for run in runs.itertuples():
         if not run.plateaued:
             logger.warning(

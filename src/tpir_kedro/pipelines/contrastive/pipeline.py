@@ -15,8 +15,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="assemble_fold_inputs",
             ),
             node(nodes.fold_image_embeddings, ["contrastive_inputs", *TRAINING], ["fold_image_embeddings", "training_history"], name="train_fold_image_models"),
-            node(nodes.training_runs, "training_history", "training_runs", name="summarise_training_runs"),
             node(nodes.final_image_models, ["contrastive_inputs", *TRAINING], "final_image_models", name="train_final_image_models"),
+            node(nodes.training_runs, ["training_history", "final_image_models"], "training_runs", name="summarise_training_runs"),
         ],
         tags=["contrastive"],
     )
