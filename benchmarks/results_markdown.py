@@ -1,4 +1,4 @@
-"""Print a results summary (``results_summary.csv``) as the README's markdown table.
+"""Print a results summary (``results_summary.csv``) as the markdown table of docs/results.md.
 
     .venv/bin/python benchmarks/results_markdown.py [PATH]   # default: the latest demo summary
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tpir_kedro.cohort.demo import DemoCohortConfig, simulate_demo_cohort
 from tpir_kedro.cohort.demo.expression import ExpressionConfig
@@ -133,13 +136,30 @@ def trained_demo_project(tmp_path_factory) -> Path:
     Shared by the tests that need trained outputs (reports, notebooks, predict): treat it as
     read-only; write to a copy or to new catalog versions only.
     """
-    from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     project = make_project_copy(tmp_path_factory.mktemp("trained") / "project")
     bootstrap_project(project)
     params = {**TINY_TRAIN_PARAMS, "evaluation": {**TINY_TRAIN_PARAMS["evaluation"], "variants": ["scanvi_infonce", "imagenet", "supervised"]}}
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(params))
     for pipeline in ("demo_cohort", "train"):
-        with KedroSession.create(project_path=project, runtime_params=params) as session:
-            session.run(pipeline_names=[pipeline])
+        kedro_run(project, pipeline, log=project / f"kedro_run_{pipeline}.log")
     return project
+
+
+@pytest.fixture(scope="session")
+def kedro_cli():
+    """:func:`kedro_run`: ``kedro run`` in its own process, as a user types it."""
+    return kedro_run
+
+
+def kedro_run(project: Path, pipeline: str, log: Path, check: bool = True) -> subprocess.CompletedProcess:
+    """``kedro run --pipelines=<pipeline>`` in ``project``, as a user types it (its own process, so
+    what it prints is what a user sees); stdout and stderr go to ``log``. A wide terminal, so that
+    rich does not wrap the lines the log tests look for."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "400"}
+    done = subprocess.run([sys.executable, "-m", "kedro", "run", f"--pipelines={pipeline}"], cwd=project, env=env, capture_output=True, text=True)
+    log.write_text(done.stdout + done.stderr)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"kedro run --pipelines={pipeline} failed in {project} (rc {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
+    return done

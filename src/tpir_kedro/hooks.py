@@ -122,7 +122,8 @@ class RunManifestHooks:
             "packages": package_versions(),
             "device": device_info(),
         }
-        catalog["run_info"] = self._run_info
+        # Saved into the dataset after_catalog_created made (assigning a new one makes Kedro warn).
+        catalog.save("run_info", self._run_info)
 
     @hook_impl
     def before_node_run(self, node) -> dict | None:
@@ -171,3 +172,16 @@ class RunManifestHooks:
         }
         catalog.save("run_manifest", manifest)
         logger.info("run manifest %s written (stages: %s)", manifest["run_id"], stages)
+
+
+class ShortInputErrors:
+    """Bad input ends a run with its message last and the project's frames only
+    (:func:`~tpir_kedro.quiet_logs.short_input_error_hook`). Installed once the context exists, after
+    Kedro's logging set-up has installed its own rich traceback hook, which it wraps."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        from tpir_kedro.quiet_logs import install_short_input_errors
+
+        install_short_input_errors()
+

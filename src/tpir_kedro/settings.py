@@ -4,6 +4,11 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from tpir_kedro.quiet_logs import quiet_third_party_logs
+
+# Before Kedro builds its config loader (whose resolver registration warns): see quiet_logs.py.
+quiet_third_party_logs()
+
 
 def _env(name: str, default: str | None = None) -> str:
     """``${env:NAME,default}`` in any config file: where real data lives differs per machine."""
@@ -22,6 +27,6 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
-from tpir_kedro.hooks import RunManifestHooks  # noqa: E402
+from tpir_kedro.hooks import RunManifestHooks, ShortInputErrors  # noqa: E402
 
-HOOKS = (RunManifestHooks(),)
+HOOKS = (RunManifestHooks(), ShortInputErrors())

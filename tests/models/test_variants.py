@@ -20,7 +20,7 @@ def test_every_shipped_variant_parses_in_file_order(shipped):
     assert [s.name for s in specs] == list(shipped)
     assert all(isinstance(s, VariantSpec) for s in specs)
     by_name = {s.name: s for s in specs}
-    # The method's comparison (docs/METHOD.md): baselines, gene-side variants, untrained floors.
+    # The method's comparison (docs/method.md): baselines, gene-side variants, untrained floors.
     assert {"clip", "bleep", "supervised", "imagenet", "random"} <= set(by_name)
     for spec in specs:
         assert spec.objective in OBJECTIVES

@@ -127,7 +127,8 @@ def compute_feature_views(
     encoder.eval().to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     for start in range(0, n, batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(patches[start:start + batch_size])).to(dev).permute(0, 3, 1, 2)
+        # np.array: a copy, because torch cannot own a read-only memmap's pages (and warns)
+        x = torch.from_numpy(np.array(patches[start:start + batch_size])).to(dev).permute(0, 3, 1, 2)
         for view in range(n_views):
             augment_views.train(view > 0)
             with autocast:

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER
+from tpir_kedro.quiet_logs import quiet_scvi
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +355,8 @@ class GeneEncoder:
         ``weights.pt`` are loaded with ``weights_only=True``. Returns a CPU model in eval mode."""
         import scvi
         import torch
+
+        quiet_scvi()
 
         path = Path(path)
         meta_path = path / ENCODER_JSON

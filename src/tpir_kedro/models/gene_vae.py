@@ -25,6 +25,7 @@ from anndata import AnnData
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER, LABEL_CATEGORIES, TISSUE_CLASSES, UNLABELLED
 from tpir_kedro.models.gene_encoder import GeneEncoder, gene_counts
+from tpir_kedro.quiet_logs import quiet_scvi
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def fit_gene_encoders(
     """
     import scvi
 
+    quiet_scvi()
     train = _training_anndata(cohort, genes, batch_key, label_key)
     batch_categories = list(train.obs[batch_key].cat.categories)
     setup_batch_key: str | None = batch_key

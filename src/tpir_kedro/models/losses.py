@@ -1,4 +1,4 @@
-"""Contrastive losses between image embeddings ``u`` and gene embeddings ``v`` (see METHOD.md).
+"""Contrastive losses between image embeddings ``u`` and gene embeddings ``v`` (see docs/method.md).
 
 Every function works on the *global* batch: under DDP the training module all-gathers ``u``/``v``
 (with gradients) and ``z``/``labels``/``probs`` (without) before calling it, so the same code runs

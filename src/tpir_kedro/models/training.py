@@ -42,8 +42,10 @@ from tpir_kedro.models.patch_data import SpotPairs, collate_batch
 from tpir_kedro.models.samplers import PatientMixingSampler
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec
+from tpir_kedro.quiet_logs import quiet_third_party_logs
 
 logger = logging.getLogger(__name__)
+quiet_third_party_logs()  # also for runs outside Kedro (benchmarks, notebooks): see tpir_kedro/quiet_logs.py
 
 FINAL_WEIGHTS = "final.pt"
 FINAL_META = "final.json"

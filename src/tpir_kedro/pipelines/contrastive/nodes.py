@@ -180,6 +180,13 @@ def _history_rows(trained: TrainedImageModel, fold: str, seed: int) -> pd.DataFr
     return trained.history.assign(variant=trained.variant.name, fold=fold, seed=seed)
 
 
+def _stack_histories(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The runs' loss rows in one table; untrained baselines add none. A header even when nothing
+    trained (only imagenet/random): a column-less CSV does not read back."""
+    frames = [f for f in frames if not f.empty]  # pandas deprecates concatenating empty frames
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
+
+
 def fold_image_embeddings(
     contrastive_inputs: dict[str, FoldInputs], patch_store: PatchStore, checkpoint_root: Path, contrastive: dict, variants: dict, evaluation: dict
 ) -> tuple[dict[str, FoldEmbeddings], pd.DataFrame]:
@@ -195,8 +202,7 @@ def fold_image_embeddings(
                 trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, int(seed), views)
                 out[f"{variant.name}/{fold}/{seed}"] = _embed(trained, inputs, patch_store, config, int(seed), views)
                 history.append(_history_rows(trained, fold, int(seed)))
-    # A header even when nothing trained (only imagenet/random): a column-less CSV does not read back.
-    return out, pd.concat(history, ignore_index=True) if history else pd.DataFrame(columns=HISTORY_COLUMNS)
+    return out, _stack_histories(history)
 
 
 def final_image_models(
@@ -227,7 +233,7 @@ def training_runs(training_history: pd.DataFrame, final_image_models: dict[str, 
     from tpir_kedro.models.training_runs import summarise_training_runs
 
     finals = [_history_rows(m["trained"], ALL_PATIENTS, int(m["seed"])) for m in final_image_models.values()]
-    runs = summarise_training_runs(pd.concat([training_history, *finals], ignore_index=True))
+    runs = summarise_training_runs(_stack_histories([training_history, *finals]))
     for run in runs.itertuples():
         if not run.plateaued:
             logger.warning(

@@ -1,4 +1,4 @@
-"""Nodes of the ``evaluation`` pipeline: the patient-held-out protocol of docs/METHOD.md.
+"""Nodes of the ``evaluation`` pipeline: the patient-held-out protocol of docs/method.md.
 
 Per variant x representation space x held-out patient x seed: frozen representation ->
 standardised (training patients) -> L2 logistic probe (C by inner leave-one-patient-out) and cosine
