@@ -83,7 +83,7 @@ def test_scvi_mixes_the_demo_patients_better_than_pca(default_demo_cohort):
 
     from tpir_kedro.cohort.gene_selection import select_genes
     from tpir_kedro.cohort.spot_qc import add_batch_labels
-    from tpir_kedro.models.expression_baselines import LogNormalisedPca
+    from tpir_kedro.cohort.log_expression import LogNormalisedPca
     from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
 
     cohort = add_batch_labels(default_demo_cohort, "patient")

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from tpir_kedro.cohort.errors import CohortInputError
-from tpir_kedro.imaging.slide_folder import SlideFolder, read_slide_folder, write_slide_folder
+from tpir_kedro.cohort.slide_folder import SlideFolder, write_slide_folder
+from tpir_kedro.imaging.slide_folder import read_slide_folder
 from tpir_kedro.imaging.slide_source import SlideSource, check_spots_inside, read_label_table, read_spot_table
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
 

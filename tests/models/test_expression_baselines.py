@@ -18,7 +18,8 @@ from tpir_kedro.cohort.schema import COUNTS_LAYER, is_classified
 from tpir_kedro.cohort.sources import Her2stDirectory
 from tpir_kedro.evaluation.embedding_metrics import lopo_knn_transfer
 from tpir_kedro.evaluation.folds import patient_folds, train_patients
-from tpir_kedro.models.expression_baselines import LogNormalisedPca, harmony_embedding, log_normalise
+from tpir_kedro.cohort.log_expression import LogNormalisedPca, log_normalise
+from tpir_kedro.models.expression_baselines import harmony_embedding
 
 
 def _cohort(n_per_patient: int = 40, n_genes: int = 30, seed: int = 0) -> AnnData:

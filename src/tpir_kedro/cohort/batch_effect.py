@@ -13,7 +13,7 @@ from anndata import AnnData
 from sklearn.metrics import silhouette_score
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER, is_classified
-from tpir_kedro.models.expression_baselines import LogNormalisedPca, log_normalise
+from tpir_kedro.cohort.log_expression import LogNormalisedPca, log_normalise
 
 
 def log_normalised_pca(adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30, seed: int = 0) -> np.ndarray:

@@ -15,7 +15,8 @@ from typing import Any
 
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version, VersionNotFoundError
 
-from tpir_kedro.imaging.slide_folder import SlideFolder, read_slide_folder, write_slide_folder
+from tpir_kedro.cohort.slide_folder import SlideFolder, write_slide_folder
+from tpir_kedro.imaging.slide_folder import read_slide_folder
 from tpir_kedro.imaging.slide_source import SlideSource, read_label_table, read_spot_table
 
 

@@ -16,7 +16,7 @@ from tpir_kedro.cohort.demo.histology import patient_stain, render_he, section_s
 from tpir_kedro.cohort.demo.simulate import BASE_LOG_COMPOSITION, DemoCohortConfig, _label_table, _spot_table, section_geometry
 from tpir_kedro.cohort.demo.tissue import class_fractions_in_disks, class_map, smooth_fields, tissue_mask
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
-from tpir_kedro.imaging.slide_folder import SlideFolder
+from tpir_kedro.cohort.slide_folder import SlideFolder
 
 # Mixed into the cohort seed so the held-out patient's generator is independent of the cohort's.
 _HELD_OUT_STREAM = 0x51_1DE

@@ -19,7 +19,7 @@ from anndata import AnnData
 from tpir_kedro.cohort.schema import COUNTS_LAYER, TISSUE_CLASSES
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
 from tpir_kedro.imaging.patch_store import PatchStore
-from tpir_kedro.models.expression_baselines import gene_indices, log_normalise
+from tpir_kedro.cohort.log_expression import gene_indices, log_normalise
 from tpir_kedro.models.gene_encoder import GeneEncoder
 
 logger = logging.getLogger(__name__)

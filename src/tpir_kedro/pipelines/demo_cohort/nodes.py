@@ -5,7 +5,7 @@ from __future__ import annotations
 from tpir_kedro.cohort.demo import DemoCohortConfig, simulate_demo_cohort
 from tpir_kedro.cohort.demo.held_out_slide import simulate_held_out_slide
 from tpir_kedro.cohort.her2st_layout import Her2stLayout
-from tpir_kedro.imaging.slide_folder import SlideFolder
+from tpir_kedro.cohort.slide_folder import SlideFolder
 
 
 def simulated_her2st_layout(demo_cohort: dict) -> Her2stLayout:

@@ -22,7 +22,8 @@ from tpir_kedro.evaluation.embedding_metrics import (
     summarise_transfer,
 )
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
-from tpir_kedro.models.expression_baselines import LogNormalisedPca, harmony_embedding
+from tpir_kedro.cohort.log_expression import LogNormalisedPca
+from tpir_kedro.models.expression_baselines import harmony_embedding
 from tpir_kedro.models.gene_encoder import GeneEncoder
 from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
 from tpir_kedro.reporting.embedding_umaps import umap_coordinates, umap_grid
