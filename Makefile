@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEMO_RAW := data/01_raw/demo_her2st
 DEMO_SLIDE := data/01_raw/demo_slide
 
-.PHONY: setup demo demo-data test viz lab clean-data
+.PHONY: setup demo demo-data test test-fast lint viz lab clean-data
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,16 @@ demo: demo-data
 
 test: setup
 	$(BIN)/python -m pytest
+
+# One style (pyproject.toml [tool.ruff]); CI runs this before the tests. `ruff format .` applies it.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# The quick loop while editing: everything but the tests that train models, run whole pipelines or
+# start servers (markers `slow`, `servers`; see pyproject.toml). `make test` still runs everything.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not servers"
 
 viz: setup
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141

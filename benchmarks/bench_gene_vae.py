@@ -22,7 +22,11 @@ LABELLED = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--her2st", type=Path, default=Path(os.environ.get("TPIR_HER2ST_DIR", ROOT.parent / "shared" / "her2st")))
+    parser.add_argument(
+        "--her2st",
+        type=Path,
+        default=Path(os.environ.get("TPIR_HER2ST_DIR", ROOT.parent / "shared" / "her2st")),
+    )
     parser.add_argument("--scvi-epochs", type=int)
     parser.add_argument("--scanvi-epochs", type=int)
     args = parser.parse_args()
@@ -43,7 +47,12 @@ def main() -> None:
     cohort = Her2stDirectory(args.her2st).read(sections=LABELLED, n_jobs=2)
     cohort, _ = filter_spots(cohort, min_counts=100, min_genes=50)
     cohort = add_batch_labels(cohort, "patient")
-    genes = select_genes(cohort, cohort.obs["patient"].unique(), n_top_genes=2000, exclude_patterns=["^MT-", "^RP[SL]\\d", "^MRP[SL]\\d"])
+    genes = select_genes(
+        cohort,
+        cohort.obs["patient"].unique(),
+        n_top_genes=2000,
+        exclude_patterns=["^MT-", "^RP[SL]\\d", "^MRP[SL]\\d"],
+    )
     print(f"cohort: {cohort.n_obs} spots of {cohort.obs['patient'].nunique()} patients, {len(genes)} genes")
 
     t0 = time.perf_counter()
@@ -53,7 +62,9 @@ def main() -> None:
     for kind, seconds in timings.items():
         epochs = config.scvi_max_epochs if kind == "scvi" else config.scanvi_max_epochs
         print(f"{kind}: {epochs} epochs in {seconds:.1f} s ({seconds / max(epochs, 1):.2f} s/epoch)")
-    print(f"scVI + scANVI total {total:.1f} s on {config.accelerator}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    print(
+        f"scVI + scANVI total {total:.1f} s on {config.accelerator}; peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -62,20 +62,32 @@ def _scratch_project(work: Path) -> Path:
 
 def _merge(params: dict, extra: dict) -> dict:
     for key, value in extra.items():
-        params[key] = {**params.get(key, {}), **value} if isinstance(value, dict) and isinstance(params.get(key), dict) else value
+        params[key] = (
+            {**params.get(key, {}), **value}
+            if isinstance(value, dict) and isinstance(params.get(key), dict)
+            else value
+        )
     return params
 
 
 def positive_control(summary) -> dict:
     """The pre-registered check on the pooled summary (see the module docstring)."""
-    row = summary[(summary["variant"] == CONTROL) & (summary["space"] == "adapter") & (summary["probe"] == "logistic")]
+    row = summary[
+        (summary["variant"] == CONTROL) & (summary["space"] == "adapter") & (summary["probe"] == "logistic")
+    ]
     if row.empty:
         return {"verdict": "not run", "why": f"no {CONTROL} adapter row with a logistic probe"}
     r = row.iloc[0]
     mean, ahead, n = float(r[f"{PREFIX}mean"]), int(r[f"{PREFIX}n_folds_ahead"]), int(r[f"{PREFIX}n_folds"])
     passed = mean >= MARGIN and ahead >= MIN_AHEAD
-    return {"verdict": "PASS" if passed else "FAIL", "mean_delta_macro_f1": round(mean, 4), "ci": [round(float(r[f"{PREFIX}ci_low"]), 4), round(float(r[f"{PREFIX}ci_high"]), 4)],
-            "folds_ahead": ahead, "n_folds": n, "rule": f"mean >= +{MARGIN} and >= {MIN_AHEAD} folds ahead"}
+    return {
+        "verdict": "PASS" if passed else "FAIL",
+        "mean_delta_macro_f1": round(mean, 4),
+        "ci": [round(float(r[f"{PREFIX}ci_low"]), 4), round(float(r[f"{PREFIX}ci_high"]), 4)],
+        "folds_ahead": ahead,
+        "n_folds": n,
+        "rule": f"mean >= +{MARGIN} and >= {MIN_AHEAD} folds ahead",
+    }
 
 
 def readings(summary) -> list[str]:
@@ -84,8 +96,14 @@ def readings(summary) -> list[str]:
     trained = summary[(summary["space"] == "adapter") & (summary["variant"] != CONTROL)]
     for _, r in trained.sort_values(["probe", "variant"]).iterrows():
         low, high, mean = r[f"{PREFIX}ci_low"], r[f"{PREFIX}ci_high"], r[f"{PREFIX}mean"]
-        word = "ahead of imagenet" if low > 0 else ("behind imagenet" if high < 0 else "not distinguishable from imagenet")
-        out.append(f"{r['variant']} ({r['probe']}): Δ {mean:+.3f} [{low:+.3f}, {high:+.3f}], {int(r[f'{PREFIX}n_folds_ahead'])}/{int(r[f'{PREFIX}n_folds'])} folds ahead: {word}")
+        word = (
+            "ahead of imagenet"
+            if low > 0
+            else ("behind imagenet" if high < 0 else "not distinguishable from imagenet")
+        )
+        out.append(
+            f"{r['variant']} ({r['probe']}): Δ {mean:+.3f} [{low:+.3f}, {high:+.3f}], {int(r[f'{PREFIX}n_folds_ahead'])}/{int(r[f'{PREFIX}n_folds'])} folds ahead: {word}"
+        )
     return out
 
 
@@ -104,9 +122,18 @@ def _write(out: Path, results: list, runs: list, timings: list, args, env_name: 
     training.to_csv(out / "training_runs.csv", index=False)
     steps = training["steps"]
     report = {
-        "env": env_name, "seeds_done": [t["seed"] for t in timings], "seeds_asked": args.seeds, "wall_seconds": round(wall, 1), "runs": timings,
+        "env": env_name,
+        "seeds_done": [t["seed"] for t in timings],
+        "seeds_asked": args.seeds,
+        "wall_seconds": round(wall, 1),
+        "runs": timings,
         "positive_control": control,
-        "training_runs": {"n": int(len(training)), "steps_min": int(steps.min()), "steps_max": int(steps.max()), "plateaued": int(training["plateaued"].sum())},
+        "training_runs": {
+            "n": int(len(training)),
+            "steps_min": int(steps.min()),
+            "steps_max": int(steps.max()),
+            "plateaued": int(training["plateaued"].sum()),
+        },
         "params_yaml": str(args.params_yaml) if args.params_yaml else None,
     }
     (out / "run.json").write_text(json.dumps(report, indent=1, default=str))
@@ -119,7 +146,11 @@ def main() -> None:
     parser.add_argument("--env", default=None, help="configuration environment, e.g. her2st")
     parser.add_argument("--params-yaml", type=Path, help="extra runtime parameters (YAML mapping)")
     parser.add_argument("--work", type=Path)
-    parser.add_argument("--out", type=Path, help="where the committed tables go (default benchmarks/results/positive_control_<env>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where the committed tables go (default benchmarks/results/positive_control_<env>)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
@@ -137,12 +168,16 @@ def main() -> None:
     results, runs, timings = [], [], []
     start = time.perf_counter()
     for seed in args.seeds:
-        params = _merge({
-            "folds": {"held_out_patients": None},
-            "evaluation": {"seeds": [seed], "final_models": False},
-            "gene_vae": {"seed": seed}, "gene_scorecard": {"seed": seed},
-            "contrastive": {"progress_bar": False},
-        }, extra or {})
+        params = _merge(
+            {
+                "folds": {"held_out_patients": None},
+                "evaluation": {"seeds": [seed], "final_models": False},
+                "gene_vae": {"seed": seed},
+                "gene_scorecard": {"seed": seed},
+                "contrastive": {"progress_bar": False},
+            },
+            extra or {},
+        )
         t = time.perf_counter()
         with KedroSession.create(project_path=work, env=args.env, runtime_params=params) as session:
             session.run(pipeline_names=["train"])
@@ -150,13 +185,22 @@ def main() -> None:
             results.append(catalog.load("results"))
             runs.append(catalog.load("training_runs"))
             manifest = catalog.load("run_manifest")
-        timings.append({"seed": seed, "run_id": manifest["run_id"], "wall_seconds": round(time.perf_counter() - t, 1), "stages": manifest["wall_seconds"]["stages"]})
+        timings.append(
+            {
+                "seed": seed,
+                "run_id": manifest["run_id"],
+                "wall_seconds": round(time.perf_counter() - t, 1),
+                "stages": manifest["wall_seconds"]["stages"],
+            }
+        )
         print(json.dumps(timings[-1]), flush=True)
         # Written after every seed: an interrupted benchmark leaves the replicates it finished.
         summary, control = _write(out, results, runs, timings, args, env_name, time.perf_counter() - start)
     wall = time.perf_counter() - start
     print(markdown_table(summary))
-    print(f"\npositive control ({CONTROL} adapter vs {BASELINE} backbone, logistic probe): {json.dumps(control)}")
+    print(
+        f"\npositive control ({CONTROL} adapter vs {BASELINE} backbone, logistic probe): {json.dumps(control)}"
+    )
     if control["verdict"] == "PASS":
         print("\n".join(["", "readings (95% interval over folds):", *readings(summary)]))
     else:

@@ -72,7 +72,8 @@ MARKDOWN_HEADER = (
 
 def write_synthetic_patches(path: Path, n: int, size_px: int, seed: int = SEED, chunk: int = 256) -> None:
     """(n, size_px, size_px, 3) uint8 textures as ``patches.npy``: a per-patch tint, blotches
-    (nearest-upsampled coarse noise) and fine grain, so nothing compresses to a constant."""
+    (nearest-upsampled coarse noise) and fine grain, so nothing compresses to a constant.
+    """
     rng = np.random.default_rng(seed)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size_px, size_px, 3))
     cell = max(1, size_px // 8)
@@ -88,10 +89,13 @@ def write_synthetic_patches(path: Path, n: int, size_px: int, seed: int = SEED, 
     del out
 
 
-def make_training_data(variant, patches: np.ndarray, rows: np.ndarray, patients: np.ndarray, gene_dim: int, seed: int = SEED):
+def make_training_data(
+    variant, patches: np.ndarray, rows: np.ndarray, patients: np.ndarray, gene_dim: int, seed: int = SEED
+):
     """TrainingData for ``variant`` as the contrastive pipeline's ``_training_data`` builds it, with
     synthetic gene inputs, labels and class probabilities; the supervised variant keeps only the
-    labelled spots, as ``train_image_model`` does."""
+    labelled spots, as ``train_image_model`` does.
+    """
     from tpir_kedro.cohort.schema import TISSUE_CLASSES
     from tpir_kedro.models.patch_data import reopenable_memmap
     from tpir_kedro.models.training import TrainingData
@@ -107,8 +111,14 @@ def make_training_data(variant, patches: np.ndarray, rows: np.ndarray, patients:
     if variant.use_class_probs:
         probs = rng.dirichlet(np.ones(n_classes), size=n).astype(np.float32)
     data = TrainingData(
-        patches=reopenable_memmap(patches), rows=np.asarray(rows, dtype=np.int64), genes=genes, z=z,
-        labels=labels, probs=probs, patients=patients.astype(np.int64), n_classes=n_classes,
+        patches=reopenable_memmap(patches),
+        rows=np.asarray(rows, dtype=np.int64),
+        genes=genes,
+        z=z,
+        labels=labels,
+        probs=probs,
+        patients=patients.astype(np.int64),
+        n_classes=n_classes,
     )
     if variant.objective == "supervised":
         data = data.subset(data.labels >= 0)
@@ -131,7 +141,9 @@ def plan_steps(batches_per_epoch: int, warmup: int, steps: int) -> tuple[int, li
     timed. Returns (batches to run, runs), a run (k0, k1) covering intervals k0 .. k1 - 1.
     """
     if batches_per_epoch < 2:
-        raise ValueError(f"{batches_per_epoch} batch(es) per epoch: need at least 2 to time a step; use more spots or a smaller batch")
+        raise ValueError(
+            f"{batches_per_epoch} batch(es) per epoch: need at least 2 to time a step; use more spots or a smaller batch"
+        )
     runs: list[tuple[int, int]] = []
     count, k = 0, warmup
     while count < steps:
@@ -148,7 +160,8 @@ def plan_steps(batches_per_epoch: int, warmup: int, steps: int) -> tuple[int, li
 class StepTimer(L.Callback):
     """Stamps ``time.perf_counter()`` at every batch start and end, syncing CUDA at the boundaries of
     the timed runs (or at every step); rank 0 writes the stamps to ``out_path`` when training ends
-    (ddp_spawn ranks are other processes, so nothing else comes back)."""
+    (ddp_spawn ranks are other processes, so nothing else comes back).
+    """
 
     def __init__(self, runs: list[tuple[int, int]], sync_every_step: bool, out_path: str):
         self.runs = [tuple(r) for r in runs]
@@ -173,7 +186,9 @@ class StepTimer(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         if trainer.is_global_zero:
-            Path(self.out_path).write_text(json.dumps({"starts": self.starts, "ends": self.ends, "world_size": trainer.world_size}))
+            Path(self.out_path).write_text(
+                json.dumps({"starts": self.starts, "ends": self.ends, "world_size": trainer.world_size})
+            )
 
 
 # --- loop and ceiling ------------------------------------------------------------------------------
@@ -192,12 +207,16 @@ def _release(device_type: str) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step: bool, workdir: Path) -> dict:
+def measure_loop(
+    variant, config, data, warmup: int, steps: int, sync_every_step: bool, workdir: Path
+) -> dict:
     """Fits the real module with the Trainer of ``train_image_model`` and times steady-state steps."""
     from tpir_kedro.models.training import _SpotPairsData, make_trainer
 
     world = config.devices if isinstance(config.devices, int) and config.devices > 0 else 1
-    batches_per_epoch = len(data.rows) // (config.batch_size * world)  # what PatientMixingSampler yields per rank
+    batches_per_epoch = len(data.rows) // (
+        config.batch_size * world
+    )  # what PatientMixingSampler yields per rank
     total, runs = plan_steps(batches_per_epoch, warmup, steps)
     stamps_path = workdir / "loop_stamps.json"
     stamps_path.unlink(missing_ok=True)
@@ -205,12 +224,19 @@ def measure_loop(variant, config, data, warmup: int, steps: int, sync_every_step
     # The Trainer of train_image_model (run_root None: no logger, no checkpoints), except that it
     # stops after `total` batches; max_epochs covers them, so OneCycleLR's total is `total`.
     trainer = make_trainer(
-        config, None, [StepTimer(runs, sync_every_step, str(stamps_path))],
-        max_steps=total, max_epochs=math.ceil(total / batches_per_epoch),
+        config,
+        None,
+        [StepTimer(runs, sync_every_step, str(stamps_path))],
+        max_steps=total,
+        max_epochs=math.ceil(total / batches_per_epoch),
     )
     datamodule = _SpotPairsData(
-        data, config.batch_size, config.num_workers, SEED,
-        with_z=variant.loss == "similarity", with_probs=variant.use_class_probs,
+        data,
+        config.batch_size,
+        config.num_workers,
+        SEED,
+        with_z=variant.loss == "similarity",
+        with_probs=variant.use_class_probs,
     )
     trainer.fit(module, datamodule=datamodule)
     device_type = module.device.type
@@ -250,7 +276,9 @@ def _autocast_and_scaler(precision: str, device_type: str):
         return (lambda: torch.autocast(device_type, dtype=torch.bfloat16)), None
     if precision == "16-mixed":
         return (lambda: torch.autocast(device_type, dtype=torch.float16)), torch.amp.GradScaler(device_type)
-    raise ValueError(f"the ceiling measurement supports 32-true, bf16-mixed and 16-mixed precision, not {precision!r}")
+    raise ValueError(
+        f"the ceiling measurement supports 32-true, bf16-mixed and 16-mixed precision, not {precision!r}"
+    )
 
 
 def measure_ceiling(variant, config, data, warmup: int, steps: int) -> dict:
@@ -262,9 +290,16 @@ def measure_ceiling(variant, config, data, warmup: int, steps: int) -> dict:
     autocast, scaler = _autocast_and_scaler(precision, device.type)
     # One batch of the real loader (no workers: only its content matters here).
     loader = _SpotPairsData(
-        data, config.batch_size, 0, SEED, with_z=variant.loss == "similarity", with_probs=variant.use_class_probs,
+        data,
+        config.batch_size,
+        0,
+        SEED,
+        with_z=variant.loss == "similarity",
+        with_probs=variant.use_class_probs,
     ).train_dataloader()
-    batch = {k: v.to(device) for k, v in next(iter(loader)).items()}  # .to keeps the images' channels-last strides
+    batch = {
+        k: v.to(device) for k, v in next(iter(loader)).items()
+    }  # .to keeps the images' channels-last strides
     del loader
 
     module = _fresh_module(variant, config, data).to(device).train()
@@ -300,7 +335,7 @@ def measure_ceiling(variant, config, data, warmup: int, steps: int) -> dict:
         step(i)
     sync()
     seconds = time.perf_counter() - start
-    del module, optimiser, schedule, batch
+    module = optimiser = schedule = batch = None  # rebound, not del'd: step() closes over them
     _release(device.type)
     return {"samples_per_s": steps * config.batch_size / seconds, "seconds": seconds}
 
@@ -325,7 +360,9 @@ def describe_device(config) -> str:
 
 def markdown_row(r: dict) -> str:
     batch = r["batch_size"] if r["devices"] == 1 else f"{r['batch_size']} x {r['devices']}"
-    ceiling, ratio = ("n/a", "n/a") if r["ratio"] is None else (f"{r['ceiling_samples_per_s']:.1f}", f"{r['ratio']:.2f}")
+    ceiling, ratio = (
+        ("n/a", "n/a") if r["ratio"] is None else (f"{r['ceiling_samples_per_s']:.1f}", f"{r['ratio']:.2f}")
+    )
     return (
         f"| {r['device']} | {r['backbone']} ({r['init']}) | {r['size_px']} | {batch} | {r['variant']} | {r['precision']} "
         f"| {r['num_workers']} | {r['threads']} | {r['loop_samples_per_s']:.1f} | {ceiling} | {ratio} |"
@@ -335,15 +372,25 @@ def markdown_row(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--init", default="random", help="random | imagenet | file (throughput does not depend on it)")
+    parser.add_argument(
+        "--init", default="random", help="random | imagenet | file (throughput does not depend on it)"
+    )
     parser.add_argument("--weights-path", help="for init imagenet with a resnet, or init file")
-    parser.add_argument("--size-px", type=int, default=64, help="synthetic patch size (a --store brings its own)")
+    parser.add_argument(
+        "--size-px", type=int, default=64, help="synthetic patch size (a --store brings its own)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="per device")
-    parser.add_argument("--variant", default="scanvi_infonce", help="a variant of conf/base/parameters_contrastive.yml")
+    parser.add_argument(
+        "--variant", default="scanvi_infonce", help="a variant of conf/base/parameters_contrastive.yml"
+    )
     parser.add_argument("--params", type=Path, default=ROOT / "conf" / "base" / "parameters_contrastive.yml")
-    parser.add_argument("--n-spots", type=int, help="training spots (default 2048 synthetic; every row of a --store)")
+    parser.add_argument(
+        "--n-spots", type=int, help="training spots (default 2048 synthetic; every row of a --store)"
+    )
     parser.add_argument("--store", type=Path, help="a real patch store folder instead of synthetic patches")
-    parser.add_argument("--gene-dim", type=int, help="gene-side input width (default 10 for scvi/scanvi, 2000 for log_hvg)")
+    parser.add_argument(
+        "--gene-dim", type=int, help="gene-side input width (default 10 for scvi/scanvi, 2000 for log_hvg)"
+    )
     parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them")
     parser.add_argument("--repeats", type=int, default=3, help="loop/ceiling rounds; medians are reported")
@@ -353,10 +400,21 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1, help="> 1: the loop runs under ddp_spawn")
     parser.add_argument("--precision")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--progress-bar", action="store_true", help="show Lightning's progress bar (off: it clutters the output)")
-    parser.add_argument("--sync", choices=("window", "step"), default="window", help="CUDA sync at timed-stretch ends or every step")
+    parser.add_argument(
+        "--progress-bar",
+        action="store_true",
+        help="show Lightning's progress bar (off: it clutters the output)",
+    )
+    parser.add_argument(
+        "--sync",
+        choices=("window", "step"),
+        default="window",
+        help="CUDA sync at timed-stretch ends or every step",
+    )
     parser.add_argument("--skip-ceiling", action="store_true", help="loop only (e.g. a multi-GPU smoke run)")
-    parser.add_argument("--tmp-dir", type=Path, help="where the synthetic store is written (default: the system temp dir)")
+    parser.add_argument(
+        "--tmp-dir", type=Path, help="where the synthetic store is written (default: the system temp dir)"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
 
@@ -372,19 +430,34 @@ def main() -> None:
     if not variant.trains:
         parser.error(f"variant {args.variant!r} does not train")
     overrides = {
-        "backbone": args.backbone, "init": args.init, "weights_path": args.weights_path, "batch_size": args.batch_size,
-        "devices": args.devices, "accelerator": args.accelerator, "precision": args.precision,
-        "num_workers": args.num_workers, "threads": args.threads, "channels_last": args.channels_last,
+        "backbone": args.backbone,
+        "init": args.init,
+        "weights_path": args.weights_path,
+        "batch_size": args.batch_size,
+        "devices": args.devices,
+        "accelerator": args.accelerator,
+        "precision": args.precision,
+        "num_workers": args.num_workers,
+        "threads": args.threads,
+        "channels_last": args.channels_last,
         "progress_bar": args.progress_bar,
         # The loop through the backbone is what this measures: fine-tuning, whatever the conf's regime.
-        "regime": "full", "max_steps": None,
+        "regime": "full",
+        "max_steps": None,
     }
-    config = TrainingConfig.from_dict({**params["contrastive"], **{k: v for k, v in overrides.items() if v is not None or k == "weights_path"}})
+    config = TrainingConfig.from_dict(
+        {
+            **params["contrastive"],
+            **{k: v for k, v in overrides.items() if v is not None or k == "weights_path"},
+        }
+    )
 
     from tpir_kedro.models.training import resolve_precision
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # "GPU available: ..." banners
-    warnings.filterwarnings("ignore", message=".*`self.log\\(\\)`.*")  # the ceiling's Trainer-less training_step
+    warnings.filterwarnings(
+        "ignore", message=".*`self.log\\(\\)`.*"
+    )  # the ceiling's Trainer-less training_step
     if config.threads:
         torch.set_num_threads(int(config.threads))  # as train_image_model
     gene_dim = args.gene_dim or (10 if variant.gene_input in VAE_INPUTS else 2000)
@@ -397,7 +470,9 @@ def main() -> None:
             store = PatchStore.open(args.store)
             n = min(args.n_spots or len(store), len(store))
             patches, size_px = store.patches, store.size_px
-            pick = np.unique(np.linspace(0, len(store) - 1, n).round().astype(np.int64))  # spread over every patient
+            pick = np.unique(
+                np.linspace(0, len(store) - 1, n).round().astype(np.int64)
+            )  # spread over every patient
             rows = store.index["row"].to_numpy()[pick]
             patient_names = store.index["patient"].to_numpy()[pick]
             patients = np.unique(patient_names, return_inverse=True)[1].astype(np.int64)
@@ -413,21 +488,36 @@ def main() -> None:
         data = make_training_data(variant, patches, rows, patients, gene_dim)
         precision = resolve_precision(config)
         device = describe_device(config)
-        print(f"{device}: {config.backbone} ({config.init}), {size_px} px, batch {config.batch_size} x {args.devices} device(s), "
-              f"variant {variant.name}, {precision}, {config.num_workers} workers, {torch.get_num_threads()} threads, "
-              f"{len(data.rows)} spots of {len(np.unique(data.patients))} patients; {args.warmup} warm-up + {args.steps} timed steps")
+        print(
+            f"{device}: {config.backbone} ({config.init}), {size_px} px, batch {config.batch_size} x {args.devices} device(s), "
+            f"variant {variant.name}, {precision}, {config.num_workers} workers, {torch.get_num_threads()} threads, "
+            f"{len(data.rows)} spots of {len(np.unique(data.patients))} patients; {args.warmup} warm-up + {args.steps} timed steps"
+        )
 
         loops, ceilings = [], []
         for r in range(args.repeats):
             order = ("loop", "ceiling") if r % 2 == 0 else ("ceiling", "loop")
             for what in order:
                 if what == "loop":
-                    loops.append(measure_loop(variant, config, data, args.warmup, args.steps, args.sync == "step", workdir))
-                    extra = f", {loops[-1]['between_steps_fraction']:.0%} between steps" if "between_steps_fraction" in loops[-1] else ""
-                    print(f"  round {r + 1} loop:    {loops[-1]['samples_per_s']:9.1f} samples/s{extra}", flush=True)
+                    loops.append(
+                        measure_loop(
+                            variant, config, data, args.warmup, args.steps, args.sync == "step", workdir
+                        )
+                    )
+                    extra = (
+                        f", {loops[-1]['between_steps_fraction']:.0%} between steps"
+                        if "between_steps_fraction" in loops[-1]
+                        else ""
+                    )
+                    print(
+                        f"  round {r + 1} loop:    {loops[-1]['samples_per_s']:9.1f} samples/s{extra}",
+                        flush=True,
+                    )
                 elif not args.skip_ceiling:
                     ceilings.append(measure_ceiling(variant, config, data, args.warmup, args.steps))
-                    print(f"  round {r + 1} ceiling: {ceilings[-1]['samples_per_s']:9.1f} samples/s", flush=True)
+                    print(
+                        f"  round {r + 1} ceiling: {ceilings[-1]['samples_per_s']:9.1f} samples/s", flush=True
+                    )
 
     loop_rate = statistics.median(m["samples_per_s"] for m in loops)
     world = loops[0]["global_batch"] // config.batch_size
@@ -458,13 +548,19 @@ def main() -> None:
         "ratio": loop_rate / ceiling_rate if ceilings else None,
         "loop_rounds": loops,
         "ceiling_rounds": ceilings,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+        },
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
     result["markdown_row"] = markdown_row(result)
     if ceilings:
-        print(f"loop {loop_rate:.1f} samples/s, ceiling {ceiling_rate:.1f} samples/s ({result['ceiling_basis']}), "
-              f"ratio {result['ratio']:.2f} (median of {args.repeats})")
+        print(
+            f"loop {loop_rate:.1f} samples/s, ceiling {ceiling_rate:.1f} samples/s ({result['ceiling_basis']}), "
+            f"ratio {result['ratio']:.2f} (median of {args.repeats})"
+        )
     else:
         print(f"loop {loop_rate:.1f} samples/s (median of {args.repeats}); ceiling not measured")
     print(MARKDOWN_HEADER)

@@ -65,14 +65,28 @@ TINY_TRAIN_PARAMS = {
     "genes": {"n_top_genes": 50},
     "patches": {"size_px": 32},
     "batch_effect": {"n_top_genes": 100, "n_pcs": 10},
-    "gene_vae": {"n_latent": 4, "n_hidden": 32, "scvi_max_epochs": 5, "scanvi_max_epochs": 2, "accelerator": "cpu"},
+    "gene_vae": {
+        "n_latent": 4,
+        "n_hidden": 32,
+        "scvi_max_epochs": 5,
+        "scanvi_max_epochs": 2,
+        "accelerator": "cpu",
+    },
     "gene_scorecard": {"n_pcs": 10},
     "folds": {"held_out_patients": ["B"]},
     # Trained variants start from a random init here, so what they learn is visible against `random`.
     # The default frozen regime, with fewer cached views and steps than the demo's.
     "contrastive": {
-        "init": "random", "max_steps": 60, "feature_views": 4, "batch_size": 16, "progress_bar": False, "eval_batch_size": 64,
-        "embed_dim": 32, "gene_hidden": 64, "adapter_hidden": 64, "adapter_dim": 32,
+        "init": "random",
+        "max_steps": 60,
+        "feature_views": 4,
+        "batch_size": 16,
+        "progress_bar": False,
+        "eval_batch_size": 64,
+        "embed_dim": 32,
+        "gene_hidden": 64,
+        "adapter_hidden": 64,
+        "adapter_dim": 32,
     },
     "evaluation": {"probe_Cs": [0.1, 1.0], "n_top_genes": 20, "expression_k": 10},
 }
@@ -83,13 +97,19 @@ def tiny_train_params() -> dict:
     return TINY_TRAIN_PARAMS
 
 
-def write_pyramidal_tiff(path: Path, levels: list, um_per_px: float | None, *, mpp_y: float | None = None) -> None:
+def write_pyramidal_tiff(
+    path: Path, levels: list, um_per_px: float | None, *, mpp_y: float | None = None
+) -> None:
     """A tiled, lossless pyramidal TIFF that tiffslide reads as a whole slide: ``levels[0]`` (H, W, 3)
     uint8 at full resolution, the rest as its sub-resolutions; µm/px in the TIFF resolution tags."""
     import tifffile
 
     options = {"tile": (64, 64), "photometric": "rgb", "compression": "zlib"}
-    resolution = {} if um_per_px is None else {"resolution": (1e4 / um_per_px, 1e4 / (mpp_y or um_per_px)), "resolutionunit": "CENTIMETER"}
+    resolution = (
+        {}
+        if um_per_px is None
+        else {"resolution": (1e4 / um_per_px, 1e4 / (mpp_y or um_per_px)), "resolutionunit": "CENTIMETER"}
+    )
     with tifffile.TiffWriter(path) as tiff:
         tiff.write(levels[0], subifds=len(levels) - 1, **options, **resolution)
         for level in levels[1:]:
@@ -130,8 +150,9 @@ def project_copy():
 
 @pytest.fixture(scope="session")
 def trained_demo_project(tmp_path_factory) -> Path:
-    """A project copy on which ``demo_cohort`` and then ``train`` ran once on the tiny demo, with three
-    variants (one contrastive, the ImageNet baseline, the supervised one) and their final models.
+    """A project copy on which ``demo_cohort`` and then ``train`` ran once on the tiny demo, every
+    variant and its final model, through ``kedro run`` in its own process (``kedro_run_<pipeline>.log``
+    holds what it printed).
 
     Shared by the tests that need trained outputs (reports, notebooks, predict): treat it as
     read-only; write to a copy or to new catalog versions only.
@@ -140,8 +161,9 @@ def trained_demo_project(tmp_path_factory) -> Path:
 
     project = make_project_copy(tmp_path_factory.mktemp("trained") / "project")
     bootstrap_project(project)
-    params = {**TINY_TRAIN_PARAMS, "evaluation": {**TINY_TRAIN_PARAMS["evaluation"], "variants": ["scanvi_infonce", "imagenet", "supervised"]}}
-    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(params))
+    # The tiny demo's parameters, in the run environment, so a later run of this project (or of a copy)
+    # sees the same parameters without passing them.
+    (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(TINY_TRAIN_PARAMS))
     for pipeline in ("demo_cohort", "train"):
         kedro_run(project, pipeline, log=project / f"kedro_run_{pipeline}.log")
     return project
@@ -158,8 +180,24 @@ def kedro_run(project: Path, pipeline: str, log: Path, check: bool = True) -> su
     what it prints is what a user sees); stdout and stderr go to ``log``. A wide terminal, so that
     rich does not wrap the lines the log tests look for."""
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "400"}
-    done = subprocess.run([sys.executable, "-m", "kedro", "run", f"--pipelines={pipeline}"], cwd=project, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", f"--pipelines={pipeline}"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     log.write_text(done.stdout + done.stderr)
     if check and done.returncode != 0:
-        raise RuntimeError(f"kedro run --pipelines={pipeline} failed in {project} (rc {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
+        raise RuntimeError(
+            f"kedro run --pipelines={pipeline} failed in {project} (rc {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}"
+        )
     return done
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that read the real HER2ST files carry the ``real_data`` marker (``-m "not real_data"``
+    leaves them out): it follows from the fixture they use, so it cannot be forgotten."""
+    for item in items:
+        if "her2st_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)

@@ -17,6 +17,9 @@ def test_the_folder_appears_whole_or_not_at_all(tmp_path):
         raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no folder, no staging left behind
 
-    with pytest.raises(FileExistsError, match="refusing to overwrite the results"), new_folder_atomically(root, "the results"):
+    with (
+        pytest.raises(FileExistsError, match="refusing to overwrite the results"),
+        new_folder_atomically(root, "the results"),
+    ):
         pass
     assert (root / "a.txt").read_text() == "a"

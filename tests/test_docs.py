@@ -17,7 +17,18 @@ MAX_README_LINES = 220
 # The paper's own notes live outside the repository; nothing here may send a reader there.
 OUTSIDE_METHOD = "METHOD" + ".md"
 # What the repository's text files are (build outputs, data, caches and venvs excluded).
-SCANNED_TOP = ("README.md", "Makefile", "pyproject.toml", ".ci", "benchmarks", "conf", "docs", "notebooks", "src", "tests")
+SCANNED_TOP = (
+    "README.md",
+    "Makefile",
+    "pyproject.toml",
+    ".ci",
+    "benchmarks",
+    "conf",
+    "docs",
+    "notebooks",
+    "src",
+    "tests",
+)
 SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints", "local", ".pytest_cache"}
 TEXT_SUFFIXES = {".md", ".py", ".yml", ".yaml", ".toml", ".ipynb", ".sh", ".txt", ".cfg", ".ini", ""}
 
@@ -56,12 +67,22 @@ def _anchors(path: Path) -> set[str]:
 def _repository_text_files():
     for top in SCANNED_TOP:
         path = ROOT / top
-        candidates = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else []
+        candidates = (
+            [path]
+            if path.is_file()
+            else sorted(p for p in path.rglob("*") if p.is_file())
+            if path.is_dir()
+            else []
+        )
         for p in candidates:
             rel = p.relative_to(ROOT)
             if SKIPPED_PARTS & set(rel.parts) or any(part.endswith(".egg-info") for part in rel.parts):
                 continue
-            if rel.parts[:2] == ("benchmarks", "results") and len(rel.parts) > 2 and rel.parts[2].startswith("lopo_"):
+            if (
+                rel.parts[:2] == ("benchmarks", "results")
+                and len(rel.parts) > 2
+                and rel.parts[2].startswith("lopo_")
+            ):
                 continue  # the benchmark's scratch project (ignored by git)
             if p.suffix in TEXT_SUFFIXES:
                 yield p
@@ -69,7 +90,9 @@ def _repository_text_files():
 
 def test_readme_is_short():
     n = len(README.read_text().splitlines())
-    assert n <= MAX_README_LINES, f"README.md has {n} lines (at most {MAX_README_LINES}: move details into docs/)"
+    assert n <= MAX_README_LINES, (
+        f"README.md has {n} lines (at most {MAX_README_LINES}: move details into docs/)"
+    )
 
 
 def test_docs_exist():

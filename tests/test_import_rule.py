@@ -40,7 +40,11 @@ def _breaches(layer: str) -> list[str]:
             where = f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}"
             if parts[0] in KEDRO:
                 out.append(where + " (domain code is free of Kedro)")
-            elif parts[0] == "tpir_kedro" and len(parts) > 1 and parts[1] not in {layer, *UTILITIES, *ALLOWED[layer]}:
+            elif (
+                parts[0] == "tpir_kedro"
+                and len(parts) > 1
+                and parts[1] not in {layer, *UTILITIES, *ALLOWED[layer]}
+            ):
                 out.append(where + f" ({layer}/ may import {sorted(ALLOWED[layer]) or 'no other layer'})")
     return out
 
@@ -53,7 +57,9 @@ def test_every_domain_package_imports_only_what_lies_upstream_of_it_and_never_ke
 def test_the_rule_sees_a_breach(tmp_path, monkeypatch):
     fake = tmp_path / "tpir_kedro"
     (fake / "cohort").mkdir(parents=True)
-    (fake / "cohort" / "bad.py").write_text("def f():\n    from tpir_kedro.models.losses import info_nce\n    import kedro\n")
+    (fake / "cohort" / "bad.py").write_text(
+        "def f():\n    from tpir_kedro.models.losses import info_nce\n    import kedro\n"
+    )
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     found = _breaches("cohort")
     assert len(found) == 2 and "tpir_kedro.models.losses" in found[0] and "Kedro" in found[1]

@@ -17,6 +17,11 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.slow,
+]  # starts servers or kernels (make test-fast leaves them out)
+
 KEDRO = Path(sys.executable).with_name("kedro")
 PROJECT_KERNEL = "kedro_tpir_kedro"  # kedro names the kernel after the package
 START_TIMEOUT_S = 90  # a cold start imports the project and JupyterLab on a busy 2-core machine
@@ -88,25 +93,41 @@ def test_kedro_jupyter_lab_serves_the_project_kernel(project_copy, tmp_path):
         (jupyter_home / folder).mkdir(parents=True)
     port = free_local_port()
     token = secrets.token_hex(16)  # the test's own token: the documented command keeps Jupyter's default auth
-    command = [str(KEDRO), "jupyter", "lab", "--ip", "127.0.0.1", "--port", str(port), "--no-browser", f"--IdentityProvider.token={token}"]
+    command = [
+        str(KEDRO),
+        "jupyter",
+        "lab",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-browser",
+        f"--IdentityProvider.token={token}",
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")  # Jupyter refuses to run as root without it
     base_url = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "jupyter_lab.log"
 
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         status = None
         deadline = time.monotonic() + START_TIMEOUT_S
         while status is None and time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"`kedro jupyter lab` exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+                pytest.fail(
+                    f"`kedro jupyter lab` exited with {process.returncode}:\n{log_path.read_text()[-4000:]}"
+                )
             try:
                 status = json.loads(get(f"{base_url}/api/status", token)[1])
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(1)
-        assert status is not None, f"no answer on {base_url} within {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
+        assert status is not None, (
+            f"no answer on {base_url} within {START_TIMEOUT_S} s:\n{log_path.read_text()[-4000:]}"
+        )
         assert "started" in status
 
         kernelspecs = json.loads(get(f"{base_url}/api/kernelspecs", token)[1])

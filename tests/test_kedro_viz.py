@@ -19,7 +19,22 @@ import pytest
 
 from tpir_kedro.pipeline_registry import register_pipelines
 
-LAYERS_IN_ORDER = ["raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting", "packaged_models"]
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.slow,
+]  # starts servers or kernels (make test-fast leaves them out)
+
+LAYERS_IN_ORDER = [
+    "raw",
+    "intermediate",
+    "primary",
+    "feature",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
+    "packaged_models",
+]
 
 
 def _free_port() -> int:
@@ -49,7 +64,10 @@ def viz(trained_demo_project):
     log = (trained_demo_project / "viz.log").open("w")
     process = subprocess.Popen(
         [str(kedro), "viz", "run", "--host", "127.0.0.1", "--port", str(port), "--no-browser"],
-        cwd=trained_demo_project, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=trained_demo_project,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
     )
     base = f"http://127.0.0.1:{port}"
@@ -62,7 +80,9 @@ def viz(trained_demo_project):
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 if process.poll() is not None or time.monotonic() > deadline:
                     log.flush()
-                    pytest.fail(f"kedro viz did not start: {(trained_demo_project / 'viz.log').read_text()[-3000:]}")
+                    pytest.fail(
+                        f"kedro viz did not start: {(trained_demo_project / 'viz.log').read_text()[-3000:]}"
+                    )
                 time.sleep(2)
         yield base
     finally:
@@ -84,19 +104,31 @@ def test_viz_lists_every_pipeline_and_node(viz):
     assert {p["id"] for p in main["pipelines"]} == set(registered)
     for name, pipeline in registered.items():
         graph = _get(f"{viz}/api/pipelines/{name}")
-        assert {n["name"] for n in graph["nodes"] if n["type"] == "task"} == {n.name for n in pipeline.nodes}, name
+        assert {n["name"] for n in graph["nodes"] if n["type"] == "task"} == {
+            n.name for n in pipeline.nodes
+        }, name
     # Every dataset of `train` sits on a layer, and the layers run in data-flow order.
     train = _get(f"{viz}/api/pipelines/train")
     # viz drops the layers altogether when they form a cycle: the full list proves there is none.
     assert train["layers"] == LAYERS_IN_ORDER
-    unlayered = [n["name"] for n in train["nodes"] if n["type"] == "data" and not n.get("layer") and n["name"] != "run_info"]
+    unlayered = [
+        n["name"]
+        for n in train["nodes"]
+        if n["type"] == "data" and not n.get("layer") and n["name"] != "run_info"
+    ]
     assert not unlayered, unlayered
-    assert {"data_engineering", "gene_vae", "contrastive", "evaluation", "reporting"} <= {t["id"] for t in train["tags"]}
+    assert {"data_engineering", "gene_vae", "contrastive", "evaluation", "reporting"} <= {
+        t["id"] for t in train["tags"]
+    }
 
 
 def test_viz_previews_a_plotly_report(viz):
     train = _get(f"{viz}/api/pipelines/train")
-    plotly_nodes = {n["name"]: n for n in train["nodes"] if n["type"] == "data" and (n.get("dataset_type") or "").startswith("plotly.")}
+    plotly_nodes = {
+        n["name"]: n
+        for n in train["nodes"]
+        if n["type"] == "data" and (n.get("dataset_type") or "").startswith("plotly.")
+    }
     assert "results_plot" in plotly_nodes, sorted(plotly_nodes)
     node = plotly_nodes["results_plot"]
     metadata = _get(f"{viz}/api/nodes/{node['id']}")

@@ -16,6 +16,11 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+pytestmark = [
+    pytest.mark.servers,
+    pytest.mark.slow,
+]  # starts servers or kernels (make test-fast leaves them out)
+
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 CELL_TIMEOUT_S = 300
@@ -25,7 +30,10 @@ TEST_KERNEL = "tpir-notebook-test"
 EXPECTED = {
     "01_explore_cohort.ipynb": (5, ["has_labels", "sections without an image", "patches of 112 µm"]),
     "02_batch_effects.ipynb": (5, ["silhouette_patient", "X_scanvi", "knn_patient_mixing"]),
-    "03_compare_embeddings.ipynb": (5, ["silhouette_label", "scanvi_infonce", "supervised", "shown: ['imagenet', "]),
+    "03_compare_embeddings.ipynb": (
+        5,
+        ["silhouette_label", "scanvi_infonce", "supervised", "shown: ['imagenet', "],
+    ),
 }
 
 
@@ -59,7 +67,11 @@ def venv_kernel(tmp_path_factory):
     jupyter_home = tmp_path_factory.mktemp("jupyter")
     spec_dir = jupyter_home / "path" / "kernels" / TEST_KERNEL
     spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": "tpir_kedro tests", "language": "python"}
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "tpir_kedro tests",
+        "language": "python",
+    }
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("JUPYTER_PATH", str(jupyter_home / "path"))
@@ -87,7 +99,12 @@ def notebook_project(trained_demo_project, tmp_path_factory) -> Path:
 
 def notebook_client(notebook, kernel_name: str, folder: Path) -> NotebookClient:
     """Runs ``notebook`` with ``folder`` as the kernel's working directory, as Jupyter does."""
-    return NotebookClient(notebook, kernel_name=kernel_name, timeout=CELL_TIMEOUT_S, resources={"metadata": {"path": str(folder)}})
+    return NotebookClient(
+        notebook,
+        kernel_name=kernel_name,
+        timeout=CELL_TIMEOUT_S,
+        resources={"metadata": {"path": str(folder)}},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +115,14 @@ def executed_notebooks(notebook_project, venv_kernel) -> dict:
     folder = notebook_project / "notebooks"
     notebooks = {name: nbformat.read(folder / name, as_version=4) for name in EXPECTED}
     for notebook in notebooks.values():
-        notebook.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))  # which interpreter ran it
+        notebook.cells.append(
+            nbformat.v4.new_code_cell("import sys\nprint(sys.executable)")
+        )  # which interpreter ran it
 
     async def execute_all():
-        runs = (notebook_client(notebook, venv_kernel, folder).async_execute() for notebook in notebooks.values())
+        runs = (
+            notebook_client(notebook, venv_kernel, folder).async_execute() for notebook in notebooks.values()
+        )
         return await asyncio.gather(*runs, return_exceptions=True)
 
     return dict(zip(notebooks, asyncio.run(execute_all())))

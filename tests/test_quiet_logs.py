@@ -27,13 +27,17 @@ NOISE = [
 @pytest.mark.slow
 def test_the_demo_run_shows_kedro_progress_and_none_of_the_third_party_noise(trained_demo_project):
     log = (trained_demo_project / "kedro_run_train.log").read_text()
-    assert "Running node: train_fold_image_models" in log and "Pipeline execution completed successfully" in log
+    assert (
+        "Running node: train_fold_image_models" in log and "Pipeline execution completed successfully" in log
+    )
     assert "trained in" in log  # our own per-run line: what trained, for how many steps
     found = {s: log.count(s) for s in NOISE if s in log}
     assert not found, found
 
 
-def test_bad_input_ends_the_run_with_its_message_last_and_only_the_projects_frames(tiny_demo_dir, tmp_path, project_copy, kedro_cli):
+def test_bad_input_ends_the_run_with_its_message_last_and_only_the_projects_frames(
+    tiny_demo_dir, tmp_path, project_copy, kedro_cli
+):
     project = project_copy(tmp_path / "project")
     raw = project / "data" / "01_raw" / "demo_her2st" / "2026-01-01T00.00.00.000Z" / "demo_her2st"
     shutil.copytree(tiny_demo_dir, raw)
@@ -45,9 +49,16 @@ def test_bad_input_ends_the_run_with_its_message_last_and_only_the_projects_fram
     done = kedro_cli(project, "train", log=tmp_path / "run.log", check=False)
     lines = (done.stdout + done.stderr).rstrip().splitlines()
     assert done.returncode != 0
-    assert lines[-1].startswith(f"CohortInputError: [section {section}, file ") and "counts file is unreadable" in lines[-1]
+    assert (
+        lines[-1].startswith(f"CohortInputError: [section {section}, file ")
+        and "counts file is unreadable" in lines[-1]
+    )
     assert str(counts) in lines[-1]
-    short = lines[lines.index(next(line for line in lines if line.startswith("The run stopped on bad input"))):]
+    short = lines[
+        lines.index(next(line for line in lines if line.startswith("The run stopped on bad input"))) :
+    ]
     assert any("tpir_kedro/cohort/her2st.py" in line for line in short)  # where the file was read
     assert not any("kedro/framework" in line or "concurrent/futures" in line for line in short)
-    assert len(lines) < 120, len(lines)  # was ~430: two rich tracebacks through Kedro's CLI, runner and threads
+    assert len(lines) < 120, len(
+        lines
+    )  # was ~430: two rich tracebacks through Kedro's CLI, runner and threads

@@ -13,7 +13,8 @@ from pathlib import Path
 @contextmanager
 def new_folder_atomically(root: str | Path, what: str = "it") -> Iterator[Path]:
     """Yields a staging folder beside ``root``; renamed to ``root`` when the block succeeds, removed
-    when it fails. Raises FileExistsError if ``root`` exists (nothing on disk is overwritten)."""
+    when it fails. Raises FileExistsError if ``root`` exists (nothing on disk is overwritten).
+    """
     root = Path(root)
     if root.exists():
         raise FileExistsError(f"{root} exists; refusing to overwrite {what}")

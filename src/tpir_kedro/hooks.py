@@ -26,7 +26,20 @@ from kedro.io.core import AbstractVersionedDataset
 
 logger = logging.getLogger(__name__)
 
-PACKAGES = ("tpir_kedro", "torch", "torchvision", "lightning", "scvi-tools", "anndata", "scanpy", "scikit-learn", "numpy", "kedro", "kedro-datasets", "timm")
+PACKAGES = (
+    "tpir_kedro",
+    "torch",
+    "torchvision",
+    "lightning",
+    "scvi-tools",
+    "anndata",
+    "scanpy",
+    "scikit-learn",
+    "numpy",
+    "kedro",
+    "kedro-datasets",
+    "timm",
+)
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -35,7 +48,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 def git_state(path: Path) -> dict:
     """Commit, uncommitted changes and top folder of the git checkout holding ``path``; when that
     is no checkout (e.g. a copy of the project's conf), of the one holding this package's source
-    (an editable install), since that is the code that ran."""
+    (an editable install), since that is the code that ran.
+    """
     state = {"commit": None, "uncommitted_changes": None}
     for where in (path, PACKAGE_DIR):
         state = _git_state_at(where)
@@ -46,12 +60,18 @@ def git_state(path: Path) -> dict:
 
 def _git_state_at(path: Path) -> dict:
     def git(*args, check=True):
-        return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=check).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(path), *args], capture_output=True, text=True, timeout=10, check=check
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no", check=False))
-        return {"commit": commit, "uncommitted_changes": dirty, "repository": git("rev-parse", "--show-toplevel")}
+        return {
+            "commit": commit,
+            "uncommitted_changes": dirty,
+            "repository": git("rev-parse", "--show-toplevel"),
+        }
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "uncommitted_changes": None}
 
@@ -103,7 +123,11 @@ class RunManifestHooks:
 
     @hook_impl
     def after_catalog_created(self, catalog, parameters, save_version, load_versions) -> None:
-        self._run = {"run_id": save_version, "load_versions_requested": dict(load_versions or {}), "parameters": parameters}
+        self._run = {
+            "run_id": save_version,
+            "load_versions_requested": dict(load_versions or {}),
+            "parameters": parameters,
+        }
         self._run_info = {"run_id": save_version}
         catalog["run_info"] = self._run_info
 
@@ -111,7 +135,10 @@ class RunManifestHooks:
     def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
         self._t0 = time.perf_counter()
         self._node_seconds.clear()
-        self._run["run_params"] = {k: run_params.get(k) for k in ("session_id", "env", "pipeline_names", "runtime_params", "project_path")}
+        self._run["run_params"] = {
+            k: run_params.get(k)
+            for k in ("session_id", "env", "pipeline_names", "runtime_params", "project_path")
+        }
         # What is known before any node runs; the report renders it (the manifest comes after).
         self._run_info = {
             "run_id": self._run.get("run_id"),
@@ -146,7 +173,9 @@ class RunManifestHooks:
 
     @hook_impl
     def after_node_run(self, node) -> None:
-        self._node_seconds[node.name] = round(time.perf_counter() - self._started.pop(node.name, time.perf_counter()), 2)
+        self._node_seconds[node.name] = round(
+            time.perf_counter() - self._started.pop(node.name, time.perf_counter()), 2
+        )
         self._node_stage[node.name] = sorted(node.tags)[0] if node.tags else "untagged"
         # Peak resident memory of this process so far (Linux: KiB): where the run's memory peaks.
         self._node_peak_mb[node.name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -167,8 +196,15 @@ class RunManifestHooks:
             "dataset_versions": versions,
             "packages": package_versions(),
             "device": device_info(),
-            "wall_seconds": {"total": round(time.perf_counter() - getattr(self, "_t0", time.perf_counter()), 2), "stages": stages, "nodes": dict(self._node_seconds)},
-            "peak_rss_mb": {"total": max(self._node_peak_mb.values(), default=None), "after_node": dict(self._node_peak_mb)},
+            "wall_seconds": {
+                "total": round(time.perf_counter() - getattr(self, "_t0", time.perf_counter()), 2),
+                "stages": stages,
+                "nodes": dict(self._node_seconds),
+            },
+            "peak_rss_mb": {
+                "total": max(self._node_peak_mb.values(), default=None),
+                "after_node": dict(self._node_peak_mb),
+            },
         }
         catalog.save("run_manifest", manifest)
         logger.info("run manifest %s written (stages: %s)", manifest["run_id"], stages)
@@ -177,11 +213,11 @@ class RunManifestHooks:
 class ShortInputErrors:
     """Bad input ends a run with its message last and the project's frames only
     (:func:`~tpir_kedro.quiet_logs.short_input_error_hook`). Installed once the context exists, after
-    Kedro's logging set-up has installed its own rich traceback hook, which it wraps."""
+    Kedro's logging set-up has installed its own rich traceback hook, which it wraps.
+    """
 
     @hook_impl
     def after_context_created(self, context) -> None:
         from tpir_kedro.quiet_logs import install_short_input_errors
 
         install_short_input_errors()
-

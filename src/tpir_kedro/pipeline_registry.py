@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from tpir_kedro.pipelines import contrastive, data_engineering, demo_cohort, evaluation, gene_vae, predict, reporting
+from tpir_kedro.pipelines import (
+    contrastive,
+    data_engineering,
+    demo_cohort,
+    evaluation,
+    gene_vae,
+    predict,
+    reporting,
+)
 
 TRAIN_STAGES = ("data_engineering", "gene_vae", "contrastive", "evaluation", "reporting")
 

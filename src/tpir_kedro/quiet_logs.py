@@ -16,20 +16,38 @@ import warnings
 
 # (message regex, warning category, why it is noise here)
 NOISY_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning,
-     "Lightning 2.6 calling a torch pytree API that torch deprecated; nothing in this project calls it"),
-    (r"register_new_resolver\(\) is deprecated", UserWarning,
-     "Kedro's OmegaConfigLoader registering its resolvers through the deprecated OmegaConf call"),
-    (r"Checkpoint directory .* exists and is not empty", UserWarning,
-     "a run folder is keyed by the run's fingerprint: a resumed run finds its own last.ckpt there by design"),
-    (r"The number of training batches \(\d+\) is smaller than the logging interval", UserWarning,
-     "scVI on a small fold logs less often than every epoch; the losses are still recorded"),
+    (
+        r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        Warning,
+        "Lightning 2.6 calling a torch pytree API that torch deprecated; nothing in this project calls it",
+    ),
+    (
+        r"register_new_resolver\(\) is deprecated",
+        UserWarning,
+        "Kedro's OmegaConfigLoader registering its resolvers through the deprecated OmegaConf call",
+    ),
+    (
+        r"Checkpoint directory .* exists and is not empty",
+        UserWarning,
+        "a run folder is keyed by the run's fingerprint: a resumed run finds its own last.ckpt there by design",
+    ),
+    (
+        r"The number of training batches \(\d+\) is smaller than the logging interval",
+        UserWarning,
+        "scVI on a small fold logs less often than every epoch; the losses are still recorded",
+    ),
 )
 
 # Lightning's INFO lines, per run: the accelerator summary (our own log line says what trained where),
 # an advertisement, and its stop reason (our log line gives the steps).
-NOISY_INFO = re.compile(r"^(💡 Tip:|GPU available:|TPU available:|HPU available:|`Trainer.fit` stopped:|Seed set to)")
-_LIGHTNING_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.fabric.utilities.seed")
+NOISY_INFO = re.compile(
+    r"^(💡 Tip:|GPU available:|TPU available:|HPU available:|`Trainer.fit` stopped:|Seed set to)"
+)
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+)
 
 
 class _DropNoisyInfo(logging.Filter):
@@ -54,7 +72,8 @@ def quiet_third_party_logs() -> None:
 
 def quiet_scvi() -> None:
     """scvi-tools' INFO lines ("Input AnnData not setup with scvi-tools", "Training for N epochs"):
-    its own bookkeeping. Its import sets its logger to INFO, so this runs after importing it."""
+    its own bookkeeping. Its import sets its logger to INFO, so this runs after importing it.
+    """
     import scvi
 
     scvi.settings.verbosity = logging.WARNING
@@ -65,7 +84,8 @@ def short_input_error_hook(previous):
     whose message names the file and the section -- as the project's own frames and that message,
     last; every other exception goes to ``previous`` (Kedro's rich traceback) unchanged. Why: the
     full traceback of a bad counts file runs through Kedro's CLI, session, runner and thread pool
-    (some 400 lines), burying the one line a user needs."""
+    (some 400 lines), burying the one line a user needs.
+    """
     import traceback
     from pathlib import Path
 
@@ -77,8 +97,14 @@ def short_input_error_hook(previous):
         if not isinstance(exc, CohortInputError):
             return previous(exc_type, exc, tb)
         ours = [f for f in traceback.extract_tb(tb) if str(Path(f.filename).resolve()).startswith(package)]
-        lines = ["", "The run stopped on bad input; earlier outputs are kept (every output is versioned). Read at:"]
-        lines += [f"  {Path(f.filename).resolve().relative_to(Path(package).parent)}:{f.lineno} in {f.name}" for f in ours]
+        lines = [
+            "",
+            "The run stopped on bad input; earlier outputs are kept (every output is versioned). Read at:",
+        ]
+        lines += [
+            f"  {Path(f.filename).resolve().relative_to(Path(package).parent)}:{f.lineno} in {f.name}"
+            for f in ours
+        ]
         if exc.__cause__ is not None:
             lines.append(f"  caused by {type(exc.__cause__).__name__}: {exc.__cause__}")
         lines.append(f"{exc_type.__name__}: {exc}")

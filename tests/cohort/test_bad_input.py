@@ -106,7 +106,9 @@ def snapshot(folder: Path) -> dict[str, tuple[int, str]]:
 # --- the intact layout -------------------------------------------------------------------------
 
 
-def test_intact_layout_reads_and_tiles_without_touching_the_source(layout: Her2stLayout, root: Path, tmp_path: Path):
+def test_intact_layout_reads_and_tiles_without_touching_the_source(
+    layout: Her2stLayout, root: Path, tmp_path: Path
+):
     before = snapshot(root)
     cohort = read(root)
     validate_cohort(cohort)
@@ -196,7 +198,15 @@ def test_counts_spot_ids_match_no_spot_file_row(root: Path):
     write_counts(root, counts)
     with pytest.raises(CohortInputError) as info:
         read(root)
-    assert_names(info, SECTION, counts_path(root), f"{len(counts)} of {len(counts)}", "match no row", "A1_selection.tsv", "90x90")
+    assert_names(
+        info,
+        SECTION,
+        counts_path(root),
+        f"{len(counts)} of {len(counts)}",
+        "match no row",
+        "A1_selection.tsv",
+        "90x90",
+    )
 
 
 def test_repeated_spot_ids_in_counts(root: Path):
@@ -220,7 +230,9 @@ def test_counts_that_are_not_raw_integers(root: Path, value, shown):
     write_counts(root, counts)
     with pytest.raises(CohortInputError) as info:
         read(root)
-    assert_names(info, SECTION, counts_path(root), "negative, non-integer or missing", repr(spot), repr(gene), shown)
+    assert_names(
+        info, SECTION, counts_path(root), "negative, non-integer or missing", repr(spot), repr(gene), shown
+    )
 
 
 def test_text_counts(root: Path):
@@ -337,7 +349,9 @@ def test_two_images_in_one_section_folder(root: Path):
     shutil.copy(image_path(root), image_path(root).with_name("HE_A1_copy.png"))
     with pytest.raises(CohortInputError) as info:
         read(root)
-    assert_names(info, SECTION, root / "ST-imgs" / "A" / SECTION, "several images", "HE_A1.jpg", "HE_A1_copy.png")
+    assert_names(
+        info, SECTION, root / "ST-imgs" / "A" / SECTION, "several images", "HE_A1.jpg", "HE_A1_copy.png"
+    )
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

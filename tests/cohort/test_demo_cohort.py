@@ -20,7 +20,9 @@ def test_tiny_demo_reads_through_the_her2st_reader(tiny_demo_dir, tiny_demo_conf
     assert sorted(cohort.obs["patient"].unique()) == ["A", "B", "C"]
     assert cohort.obs["section"].nunique() == 6
     # One labelled section per patient, like HER2ST; the last section has no image.
-    labelled = cohort.obs.groupby("section", observed=True)["label"].apply(lambda s: (s.astype(str) != "unlabelled").any())
+    labelled = cohort.obs.groupby("section", observed=True)["label"].apply(
+        lambda s: (s.astype(str) != "unlabelled").any()
+    )
     assert labelled.to_dict() == {"A1": True, "A2": False, "B1": True, "B2": False, "C1": True, "C2": False}
     assert not cohort.obs.loc[cohort.obs["section"] == "C2", "has_image"].any()
     # Sections measure slightly different genes; the cohort keeps the shared ones.
@@ -33,7 +35,9 @@ def test_same_seed_same_cohort_other_seed_other_cohort(tiny_demo_config):
     a = simulate_demo_cohort(tiny_demo_config).sections["A1"]
     b = simulate_demo_cohort(tiny_demo_config).sections["A1"]
     assert a.counts.equals(b.counts) and np.array_equal(a.image, b.image)
-    c = simulate_demo_cohort(dataclasses.replace(tiny_demo_config, seed=tiny_demo_config.seed + 1)).sections["A1"]
+    c = simulate_demo_cohort(dataclasses.replace(tiny_demo_config, seed=tiny_demo_config.seed + 1)).sections[
+        "A1"
+    ]
     assert not np.array_equal(a.image, c.image)
 
 
@@ -47,7 +51,9 @@ def default_demo_cohort(tmp_path_factory, project_root):
     from tpir_kedro.cohort.her2st_layout import write_her2st_layout
 
     root = tmp_path_factory.mktemp("demo") / "her2st"
-    write_her2st_layout(simulate_demo_cohort(DemoCohortConfig.from_dict(_base_parameters(project_root))), root)
+    write_her2st_layout(
+        simulate_demo_cohort(DemoCohortConfig.from_dict(_base_parameters(project_root))), root
+    )
     return Her2stDirectory(root).read()
 
 
@@ -73,7 +79,9 @@ def test_classes_are_spatially_coherent_and_compositions_differ_by_patient(defau
     same = [by_pos[(s, x + 1, y)] == lab for (s, x, y), lab in by_pos.items() if (s, x + 1, y) in by_pos]
     chance = (labelled["label"].value_counts(normalize=True) ** 2).sum()
     assert np.mean(same) > chance + 0.2
-    composition = labelled.groupby("patient", observed=True)["label"].value_counts(normalize=True).unstack(fill_value=0)
+    composition = (
+        labelled.groupby("patient", observed=True)["label"].value_counts(normalize=True).unstack(fill_value=0)
+    )
     assert (composition.max(axis=0) - composition.min(axis=0)).max() > 0.15
 
 
@@ -82,14 +90,16 @@ def test_scvi_mixes_the_demo_patients_better_than_pca(default_demo_cohort):
     from sklearn.neighbors import NearestNeighbors
 
     from tpir_kedro.cohort.gene_selection import select_genes
-    from tpir_kedro.cohort.spot_qc import add_batch_labels
     from tpir_kedro.cohort.log_expression import LogNormalisedPca
+    from tpir_kedro.cohort.spot_qc import add_batch_labels
     from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
 
     cohort = add_batch_labels(default_demo_cohort, "patient")
     patients = sorted(cohort.obs["patient"].unique())
     genes = select_genes(cohort, patients, n_top_genes=300)
-    config = GeneVaeConfig(scvi_max_epochs=100, scanvi_max_epochs=1, accelerator="cpu", seed=0)  # the pipeline default
+    config = GeneVaeConfig(
+        scvi_max_epochs=100, scanvi_max_epochs=1, accelerator="cpu", seed=0
+    )  # the pipeline default
     scvi_z = fit_gene_encoders(cohort, genes, config)["scvi"].embed(cohort)
     pca = LogNormalisedPca().fit(cohort, genes, patients, n_pcs=10).transform(cohort)
     patient = cohort.obs["patient"].astype(str).to_numpy()

@@ -25,7 +25,9 @@ def test_held_out_patient_expression_does_not_change_the_fold_gene_set(cohort):
     scrambled.layers["counts"] = sp.csr_matrix(counts.astype(np.int32))
     assert select_genes(scrambled, ["A", "B"], n_top_genes=40) == genes
     # ...while fitting on all patients does see C, so the test above could fail.
-    assert select_genes(scrambled, ["A", "B", "C"], n_top_genes=40) != select_genes(cohort, ["A", "B", "C"], n_top_genes=40)
+    assert select_genes(scrambled, ["A", "B", "C"], n_top_genes=40) != select_genes(
+        cohort, ["A", "B", "C"], n_top_genes=40
+    )
 
 
 def test_gene_qc_and_exclusions(cohort):

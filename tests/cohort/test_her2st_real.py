@@ -84,7 +84,11 @@ def test_c2_patches_sit_on_tissue(her2st_dir, tmp_path):
     # patch with a patch of the same size at the image corner, which is glass.
     corner = cohort[:1].copy()
     corner.obs[["pixel_x", "pixel_y"]] = [[120.0, 120.0]]
-    glass = write_patch_store(plan_tiling(corner, size_um=112, size_px=64), tmp_path / "glass").patches[0].astype(np.float32)
+    glass = (
+        write_patch_store(plan_tiling(corner, size_um=112, size_px=64), tmp_path / "glass")
+        .patches[0]
+        .astype(np.float32)
+    )
     tissue_mean = patches.mean(axis=(1, 2, 3))
     saturation = (patches.max(axis=3) - patches.min(axis=3)).mean(axis=(1, 2))
     glass_saturation = (glass.max(axis=2) - glass.min(axis=2)).mean()

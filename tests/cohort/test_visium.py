@@ -61,7 +61,9 @@ def outs(tmp_path: Path) -> Path:
     spatial = outs / "spatial"
     spatial.mkdir(parents=True)
     write_h5(outs / "filtered_feature_bc_matrix.h5", COUNTS)
-    (spatial / "tissue_positions_list.csv").write_text("".join(",".join(map(str, r)) + "\n" for r in POSITIONS))
+    (spatial / "tissue_positions_list.csv").write_text(
+        "".join(",".join(map(str, r)) + "\n" for r in POSITIONS)
+    )
     (spatial / "scalefactors_json.json").write_text(
         json.dumps(
             {

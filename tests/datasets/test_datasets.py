@@ -52,7 +52,8 @@ def small_anndata(seed: int) -> AnnData:
     rng = np.random.default_rng(seed)
     counts = sp.csr_matrix(rng.poisson(2.0, (6, 4)).astype(np.int32))
     obs = pd.DataFrame(
-        {"patient": pd.Categorical(list("AABBCC")), "pixel_x": rng.random(6)}, index=[f"spot{i}" for i in range(6)]
+        {"patient": pd.Categorical(list("AABBCC")), "pixel_x": rng.random(6)},
+        index=[f"spot{i}" for i in range(6)],
     )
     adata = AnnData(obs=obs, var=pd.DataFrame(index=["G1", "G2", "G3", "G4"]), layers={COUNTS_LAYER: counts})
     adata.uns["sections"] = {"A1": {"image_path": "ST-imgs/A/A1/HE.jpg", "um_per_px": 0.5, "seed": seed}}

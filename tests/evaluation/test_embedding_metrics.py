@@ -56,7 +56,18 @@ def mixed_and_separated():
 
 def test_scib_scores_rank_mixing_and_keep_classes(mixed_and_separated):
     mixed, separated = mixed_and_separated
-    expected = {"ilisi", "kbet", "bras", "silhouette_batch", "graph_connectivity", "silhouette_label", "nmi", "ari", "silhouette_patient", "silhouette_class"}
+    expected = {
+        "ilisi",
+        "kbet",
+        "bras",
+        "silhouette_batch",
+        "graph_connectivity",
+        "silhouette_label",
+        "nmi",
+        "ari",
+        "silhouette_patient",
+        "silhouette_class",
+    }
     assert expected <= set(mixed) and set(mixed) == set(separated)
     assert mixed["n_spots"] == 135 and mixed["n_classified"] == 120 and mixed["n_batches"] == 3
     assert math.isnan(mixed["kbet"])  # not requested (numba JIT cost)
@@ -106,7 +117,14 @@ def _transfer_case():
         for label, centre in ((IC, 0.0), (AT, 10.0), (II, 20.0)):
             rows += [(patient, label, centre + jitter + 0.01 * i) for i in range(5)]
         rows += [(patient, "unlabelled", 20.0)] * (8 if patient == "A" else 0)
-    rows += [("C", IC, 0.0), ("C", IC, 0.02), ("C", IC, 20.0), ("C", AT, 10.0), ("C", AT, 0.01), ("C", "undetermined", 5.0)]
+    rows += [
+        ("C", IC, 0.0),
+        ("C", IC, 0.02),
+        ("C", IC, 20.0),
+        ("C", AT, 10.0),
+        ("C", AT, 0.01),
+        ("C", "undetermined", 5.0),
+    ]
     rows += [("D", "unlabelled", 3.0), ("D", "undetermined", 12.0)]
     obs = pd.DataFrame(rows, columns=["patient", "label", "x"])
     obs["has_image"] = True
@@ -154,18 +172,28 @@ def test_lopo_knn_transfer_checks_its_inputs():
 
 
 def test_majority_transfer_by_hand():
-    labels = {"A": [IC, IC, IC, AT, "unlabelled", "unlabelled"], "B": [AT, II], "C": [AT, AT, IC, "undetermined"]}
-    obs = pd.DataFrame([(p, lab) for p, labs in labels.items() for lab in labs], columns=["patient", "label"]).assign(has_image=True)
+    labels = {
+        "A": [IC, IC, IC, AT, "unlabelled", "unlabelled"],
+        "B": [AT, II],
+        "C": [AT, AT, IC, "undetermined"],
+    }
+    obs = pd.DataFrame(
+        [(p, lab) for p, labs in labels.items() for lab in labs], columns=["patient", "label"]
+    ).assign(has_image=True)
     table = majority_transfer(obs, patient_folds(obs)).set_index("held_out_patient")
     # holdout_A: train B + C = AT 3, IC 1, II 1 -> AT. A's truth IC x3, AT x1.
     # IC: F1 0; AT: P 1/4, R 1 -> F1 0.4; macro over {IC, AT} = 0.2; balanced = (0 + 1) / 2.
     assert table.loc["A", ["n_train", "n_test"]].tolist() == [5, 4]
-    assert table.loc["A", ["accuracy", "macro_f1", "balanced_accuracy"]].tolist() == pytest.approx([0.25, 0.2, 0.5])
+    assert table.loc["A", ["accuracy", "macro_f1", "balanced_accuracy"]].tolist() == pytest.approx(
+        [0.25, 0.2, 0.5]
+    )
     # holdout_B: train A + C = IC 4, AT 3 -> IC. B's truth AT, II: nothing right.
     assert table.loc["B", ["accuracy", "macro_f1", "balanced_accuracy"]].tolist() == [0.0, 0.0, 0.0]
     # holdout_C: train A + B = IC 3, AT 2, II 1 -> IC. C's truth AT, AT, IC.
     # IC: P 1/3, R 1 -> F1 0.5; AT: 0 -> macro 0.25; balanced (1 + 0) / 2.
-    assert table.loc["C", ["accuracy", "macro_f1", "balanced_accuracy"]].tolist() == pytest.approx([1 / 3, 0.25, 0.5])
+    assert table.loc["C", ["accuracy", "macro_f1", "balanced_accuracy"]].tolist() == pytest.approx(
+        [1 / 3, 0.25, 0.5]
+    )
     assert table.loc["C", "classes_absent"] == ";".join([CIS, II, BG, CT])
 
 
@@ -181,8 +209,12 @@ def test_summarise_and_paired_differences_by_hand():
     )
     summary = summarise_transfer(a)
     assert summary["n_folds"] == 3
-    assert summary["lopo_knn_accuracy"] == pytest.approx(0.7) and summary["lopo_knn_accuracy_sd"] == pytest.approx(0.2)
-    assert summary["lopo_knn_macro_f1"] == pytest.approx(0.6) and summary["lopo_knn_macro_f1_sd"] == pytest.approx(0.1)
+    assert summary["lopo_knn_accuracy"] == pytest.approx(0.7) and summary[
+        "lopo_knn_accuracy_sd"
+    ] == pytest.approx(0.2)
+    assert summary["lopo_knn_macro_f1"] == pytest.approx(0.6) and summary[
+        "lopo_knn_macro_f1_sd"
+    ] == pytest.approx(0.1)
     assert summary["lopo_knn_balanced_accuracy_sd"] == pytest.approx(0.0)
     assert math.isnan(summarise_transfer(a.iloc[:1])["lopo_knn_accuracy_sd"])
 

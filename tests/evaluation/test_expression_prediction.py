@@ -26,7 +26,9 @@ def test_k1_query_equal_to_a_reference_returns_its_expression():
     predicted = predict_expression(query, reference, expression, k=1)
     np.testing.assert_array_equal(predicted, expression[[4, 17, 4]])
     # Same with sparse expression (AnnData's usual X).
-    np.testing.assert_array_equal(predict_expression(query, reference, sp.csr_matrix(expression), k=1), expression[[4, 17, 4]])
+    np.testing.assert_array_equal(
+        predict_expression(query, reference, sp.csr_matrix(expression), k=1), expression[[4, 17, 4]]
+    )
 
 
 def test_prediction_is_mean_of_the_k_nearest_by_cosine():
@@ -82,9 +84,15 @@ def test_expression_prediction_score_leaves_constant_genes_out():
     # a: identical -> 1. b: (1, 3, 2, 4) vs (4, 3, 2, 1) -> centred (-1.5, .5, -.5, 1.5) . (1.5, .5, -.5, -1.5)
     #    = -2.25 + .25 + .25 - 2.25 = -4 over 5 -> -0.8. c: predicted all 0 -> NaN, left out.
     per_gene = score["per_gene"]
-    assert per_gene["a"] == pytest.approx(1.0) and per_gene["b"] == pytest.approx(-0.8) and math.isnan(per_gene["c"])
+    assert (
+        per_gene["a"] == pytest.approx(1.0)
+        and per_gene["b"] == pytest.approx(-0.8)
+        and math.isnan(per_gene["c"])
+    )
     assert score["pearson_r_mean"] == pytest.approx(0.1) and score["pearson_r_median"] == pytest.approx(0.1)
     assert (score["n_genes"], score["n_genes_constant"]) == (3, 1)
 
-    all_constant = expression_prediction_score(reference, reference, expression[:, [2]], observed[:, [0]], ["c"], k=1)
+    all_constant = expression_prediction_score(
+        reference, reference, expression[:, [2]], observed[:, [0]], ["c"], k=1
+    )
     assert math.isnan(all_constant["pearson_r_mean"]) and all_constant["n_genes_constant"] == 1

@@ -31,7 +31,9 @@ def test_every_patient_is_held_out_once_and_never_on_both_sides():
         assert len(test) == 1 and not (test & train) and test | train == set("ABCD")
         assert train_patients(folds, fold) == sorted(train)
     # Only classified spots count as labelled ('undetermined' and 'unlabelled' do not).
-    assert set(folds["n_labelled"]) == {1} and set(folds["n_spots"]) == {3} and set(folds["n_with_image"]) == {2}
+    assert (
+        set(folds["n_labelled"]) == {1} and set(folds["n_spots"]) == {3} and set(folds["n_with_image"]) == {2}
+    )
 
 
 def test_held_out_subset_and_errors():

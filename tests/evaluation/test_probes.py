@@ -113,7 +113,10 @@ def test_separable_features_score_near_one_and_record_C():
     assert list(confusion.columns) == list(CONFUSION_COLUMNS)
     for probe, table in confusion.groupby("probe"):
         assert table["count"].sum() == 60
-        assert set(table["true"]) <= {IC, II, AT} and len(table) == len(set(table["true"]) | set(table["predicted"])) ** 2
+        assert (
+            set(table["true"]) <= {IC, II, AT}
+            and len(table) == len(set(table["true"]) | set(table["predicted"])) ** 2
+        )
         diagonal = table.loc[table["true"] == table["predicted"], "count"].sum()
         assert diagonal / 60 == pytest.approx([r for r in rows if r["probe"] == probe][0]["accuracy"])
 
@@ -122,7 +125,9 @@ def test_logistic_probe_reports_inner_scores():
     x, y, p = _cohort(separable=True)
     train = (p != "D") & (y != "unlabelled")
     probe = fit_logistic_probe(x[train], y[train], p[train], Cs=DEFAULT_CS)
-    assert set(probe.inner_scores) == set(DEFAULT_CS) and all(0 <= s <= 1 for s in probe.inner_scores.values())
+    assert set(probe.inner_scores) == set(DEFAULT_CS) and all(
+        0 <= s <= 1 for s in probe.inner_scores.values()
+    )
     assert probe.inner_scores[probe.chosen_C] == max(probe.inner_scores.values())
     assert probe.inner_patients == ("A", "B", "C")
     assert list(probe.classes_) == sorted([IC, II, AT])
@@ -152,12 +157,30 @@ def _tiny_case():
     """
     rows = []
     for patient, eps in (("A", 0.0), ("B", 0.01)):
-        rows += [(patient, IC, 3.0 + eps, 0.0), (patient, AT, 0.0, 3.0 + eps), (patient, II, -3.0 - eps, -3.0 - eps)]
-        rows += [(patient, IC, 3.0 - eps, 0.0), (patient, AT, 0.0, 3.0 - eps), (patient, II, -3.0 + eps, -3.0 + eps)]
-    rows += [("C", IC, 3.0, 0.0), ("C", IC, 2.0, 0.1), ("C", IC, -3.0, -3.0), ("C", AT, 0.0, 3.0), ("C", AT, 3.0, 0.2)]
+        rows += [
+            (patient, IC, 3.0 + eps, 0.0),
+            (patient, AT, 0.0, 3.0 + eps),
+            (patient, II, -3.0 - eps, -3.0 - eps),
+        ]
+        rows += [
+            (patient, IC, 3.0 - eps, 0.0),
+            (patient, AT, 0.0, 3.0 - eps),
+            (patient, II, -3.0 + eps, -3.0 + eps),
+        ]
+    rows += [
+        ("C", IC, 3.0, 0.0),
+        ("C", IC, 2.0, 0.1),
+        ("C", IC, -3.0, -3.0),
+        ("C", AT, 0.0, 3.0),
+        ("C", AT, 3.0, 0.2),
+    ]
     rows += [("C", "undetermined", 0.0, 3.0)]
     table = pd.DataFrame(rows, columns=["patient", "label", "f0", "f1"])
-    return table[["f0", "f1"]].to_numpy(), table["label"].to_numpy(dtype=object), table["patient"].to_numpy(dtype=object)
+    return (
+        table[["f0", "f1"]].to_numpy(),
+        table["label"].to_numpy(dtype=object),
+        table["patient"].to_numpy(dtype=object),
+    )
 
 
 def test_absent_class_scored_over_present_classes_by_hand(caplog):
@@ -184,7 +207,9 @@ def test_absent_class_scored_over_present_classes_by_hand(caplog):
     # IC: P 3/5, R 1 -> F1 3/4; AT: F1 0 -> macro 3/8; balanced (1 + 0) / 2.
     (majority,) = majority_rows(y, p, "C")
     assert list(majority) == list(PROBE_COLUMNS) and majority["probe"] == "majority"
-    assert [majority[m] for m in ("accuracy", "macro_f1", "balanced_accuracy")] == pytest.approx([3 / 5, 3 / 8, 1 / 2])
+    assert [majority[m] for m in ("accuracy", "macro_f1", "balanced_accuracy")] == pytest.approx(
+        [3 / 5, 3 / 8, 1 / 2]
+    )
     assert majority["classes_absent"] == knn["classes_absent"] and math.isnan(majority["chosen_C"])
 
 
@@ -195,7 +220,9 @@ def test_held_out_patient_without_classified_spots_gives_nan_rows(caplog):
         rows, confusion = evaluate_probes(x, y, p, "C", Cs=FAST_CS)
         rows += majority_rows(y, p, "C")
     for row in rows:
-        assert row["n_test"] == 0 and all(math.isnan(row[m]) for m in ("accuracy", "macro_f1", "balanced_accuracy"))
+        assert row["n_test"] == 0 and all(
+            math.isnan(row[m]) for m in ("accuracy", "macro_f1", "balanced_accuracy")
+        )
         assert row["classes_absent"] == ";".join(TISSUE_CLASSES)
     assert confusion.empty and list(confusion.columns) == list(CONFUSION_COLUMNS)
     assert "no classified spot in the held-out patient" in caplog.text
@@ -264,7 +291,9 @@ def test_logistic_probe_falls_back_to_C_1(caplog):
     train = (p == "A") & (y != "unlabelled")
     with caplog.at_level(logging.WARNING):
         one_patient = fit_logistic_probe(x[train], y[train], p[train], Cs=FAST_CS)
-    assert one_patient.chosen_C == FALLBACK_C and all(math.isnan(s) for s in one_patient.inner_scores.values())
+    assert one_patient.chosen_C == FALLBACK_C and all(
+        math.isnan(s) for s in one_patient.inner_scores.values()
+    )
     assert "fewer than two training patients" in caplog.text
 
     # Two patients, one class each: no inner split has two classes to fit.
@@ -303,12 +332,16 @@ def test_knn_cosine_neighbours_ignore_a_vectors_scale():
     scaler, clf = knn[0], knn[-1]
     near = clf.kneighbors(scaler.transform(query), return_distance=False)
     for scale in (0.01, 7.0):
-        np.testing.assert_array_equal(clf.kneighbors(scaler.transform(scale * query), return_distance=False), near)
+        np.testing.assert_array_equal(
+            clf.kneighbors(scaler.transform(scale * query), return_distance=False), near
+        )
         np.testing.assert_array_equal(knn.predict(scale * query), knn.predict(query))
     # Euclidean neighbours of the same z-scored queries do move with the scale.
     euclid = NearestNeighbors(n_neighbors=5).fit(scaler.transform(x))
     near_euclid = euclid.kneighbors(scaler.transform(query), return_distance=False)
-    assert not np.array_equal(euclid.kneighbors(scaler.transform(7.0 * query), return_distance=False), near_euclid)
+    assert not np.array_equal(
+        euclid.kneighbors(scaler.transform(7.0 * query), return_distance=False), near_euclid
+    )
 
 
 def test_knn_k_lowered_to_training_size():

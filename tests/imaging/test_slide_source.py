@@ -18,15 +18,32 @@ def small_slide_folder() -> SlideFolder:
     image = np.full((60, 80, 3), 230, np.uint8)
     spots = pd.DataFrame({"spot_id": ["1x1", "2x1"], "pixel_x": [10.5, 40.0], "pixel_y": [20.0, 30.25]})
     labels = pd.DataFrame({"spot_id": ["1x1", "2x1"], "label": ["invasive cancer", "undetermined"]})
-    return SlideFolder(name="Z1", image=image, um_per_px=1.5, spots=spots, labels=labels, image_name="HE_Z1.png", description="demo, simulated", patient="Z")
+    return SlideFolder(
+        name="Z1",
+        image=image,
+        um_per_px=1.5,
+        spots=spots,
+        labels=labels,
+        image_name="HE_Z1.png",
+        description="demo, simulated",
+        patient="Z",
+    )
 
 
 def test_slide_folder_round_trip_and_never_overwrites(tmp_path):
     write_slide_folder(small_slide_folder(), tmp_path / "slide")
     slide = read_slide_folder(tmp_path / "slide")
-    assert (slide.name, slide.um_per_px, slide.description, slide.patient) == ("Z1", 1.5, "demo, simulated", "Z")
+    assert (slide.name, slide.um_per_px, slide.description, slide.patient) == (
+        "Z1",
+        1.5,
+        "demo, simulated",
+        "Z",
+    )
     assert slide.image_path == tmp_path / "slide" / "HE_Z1.png" and slide.image_path.is_file()
-    assert slide.spots["pixel_y"].tolist() == [20.0, 30.25] and slide.labels.to_dict() == {"1x1": "invasive cancer", "2x1": "undetermined"}
+    assert slide.spots["pixel_y"].tolist() == [20.0, 30.25] and slide.labels.to_dict() == {
+        "1x1": "invasive cancer",
+        "2x1": "undetermined",
+    }
     with pytest.raises(FileExistsError):
         write_slide_folder(small_slide_folder(), tmp_path / "slide")
     with pytest.raises(CohortInputError, match="slide.json"):
@@ -61,16 +78,22 @@ def test_scale_comes_from_the_source_or_the_override_and_is_required(tmp_path):
     with pytest.raises(CohortInputError, match=r"µm/px is unknown.*predict\.um_per_px"):
         slide.with_scale(None)
     assert slide.with_scale(0.5).um_per_px == 0.5
-    assert SlideSource(name="S", image_path=tmp_path / "s.png", um_per_px=2.0).with_scale(None).um_per_px == 2.0
+    assert (
+        SlideSource(name="S", image_path=tmp_path / "s.png", um_per_px=2.0).with_scale(None).um_per_px == 2.0
+    )
     with pytest.raises(CohortInputError, match="unknown"):
         slide.with_scale(-1)
 
 
 def test_spots_outside_the_image_name_the_spot_file_and_the_image(tmp_path):
     spots = pd.DataFrame({"spot_id": ["in", "out"], "pixel_x": [5.0, 500.0], "pixel_y": [5.0, 5.0]})
-    slide = SlideSource(name="S", image_path=tmp_path / "s.png", spots=spots, spots_path=tmp_path / "spots.csv")
+    slide = SlideSource(
+        name="S", image_path=tmp_path / "s.png", spots=spots, spots_path=tmp_path / "spots.csv"
+    )
     check_spots_inside(spots.iloc[:1], 100, 100, slide)
-    with pytest.raises(CohortInputError, match=r"s\.png.*1 of 2 spot centre\(s\) in spot file .*spots\.csv.*\['out'\]"):
+    with pytest.raises(
+        CohortInputError, match=r"s\.png.*1 of 2 spot centre\(s\) in spot file .*spots\.csv.*\['out'\]"
+    ):
         check_spots_inside(spots, 100, 100, slide)
 
 

@@ -55,7 +55,10 @@ def make_cohort(sections: list[dict]) -> AnnData:
                 index=[f"{s['name']}_{i + 1}x1" for i in range(n)],
             )
         )
-        reports[s["name"]] = {"image_path": str(s["image"]) if has_image else "", "um_per_px": s.get("um_per_px", np.nan)}
+        reports[s["name"]] = {
+            "image_path": str(s["image"]) if has_image else "",
+            "um_per_px": s.get("um_per_px", np.nan),
+        }
     obs = pd.concat(frames)
     for column in ("patient", "section"):
         obs[column] = obs[column].astype("category")
@@ -182,19 +185,28 @@ def test_patch_covers_size_um_over_um_per_px_source_pixels(images, tmp_path):
 
 
 def test_a_spot_on_a_quadrant_corner_shows_the_four_colours(images, tmp_path):
-    cohort = make_cohort([{"name": "A1", "image": images["quadrants"], "um_per_px": 1.0, "centres": [(180, 80)]}])
+    cohort = make_cohort(
+        [{"name": "A1", "image": images["quadrants"], "um_per_px": 1.0, "centres": [(180, 80)]}]
+    )
     store = write_patch_store(plan_tiling(cohort, size_um=40, size_px=20), tmp_path / "store")
     patch = patch_of(store, "A1_1x1").astype(int)
     # 40 px -> 20 px: away from the two centre lines no pixel blends across a boundary.
-    for rows, cols, colour in ((slice(0, 8), slice(0, 8), RED), (slice(0, 8), slice(12, 20), GREEN),
-                               (slice(12, 20), slice(0, 8), BLUE), (slice(12, 20), slice(12, 20), YELLOW)):
+    for rows, cols, colour in (
+        (slice(0, 8), slice(0, 8), RED),
+        (slice(0, 8), slice(12, 20), GREEN),
+        (slice(12, 20), slice(0, 8), BLUE),
+        (slice(12, 20), slice(12, 20), YELLOW),
+    ):
         np.testing.assert_allclose(patch[rows, cols], np.broadcast_to(colour, (8, 8, 3)), atol=1)
 
 
 def test_patches_are_size_px_square_uint8(images, tmp_path):
     tiles = plan_tiling(
-        make_cohort([{"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200), (100, 300)]}]),
-        size_um=30, size_px=24,
+        make_cohort(
+            [{"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200), (100, 300)]}]
+        ),
+        size_um=30,
+        size_px=24,
     ).sections[0]
     out = np.zeros((2, 24, 24, 3), np.uint8)
     padded, report = tile_section(tiles, 30, 24, out)
@@ -202,7 +214,16 @@ def test_patches_are_size_px_square_uint8(images, tmp_path):
     assert padded.tolist() == [False, False]
     assert report["n_padded"] == 0
     assert out[1].min() == WHITE and out[0][8:16, 8:16].max() == BLACK  # glass there, the square here
-    store = write_patch_store(plan_tiling(make_cohort([{"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200)]}]), 30, 24), tmp_path / "s")
+    store = write_patch_store(
+        plan_tiling(
+            make_cohort(
+                [{"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200)]}]
+            ),
+            30,
+            24,
+        ),
+        tmp_path / "s",
+    )
     assert store.patches.shape == (1, 24, 24, 3) and store.patches.dtype == np.uint8
     assert store.size_px == 24 and store.size_um == 30
 
@@ -210,7 +231,14 @@ def test_patches_are_size_px_square_uint8(images, tmp_path):
 def test_spots_at_the_edge_are_padded_with_glass_and_flagged_not_dropped(images, tmp_path):
     # A black 120 x 100 image; 40 px patches at 20 px.
     cohort = make_cohort(
-        [{"name": "A1", "image": images["black"], "um_per_px": 1.0, "centres": [(10, 50), (60, 50), (119, 99)]}]
+        [
+            {
+                "name": "A1",
+                "image": images["black"],
+                "um_per_px": 1.0,
+                "centres": [(10, 50), (60, 50), (119, 99)],
+            }
+        ]
     )
     store = write_patch_store(plan_tiling(cohort, size_um=40, size_px=20), tmp_path / "store")
     assert len(store) == 3
@@ -246,12 +274,22 @@ def test_jpeg_draft_decoding_downsamples_and_keeps_the_content(images, tmp_path)
         assert np.abs(drafted - full).mean() < 3.0, i
         assert darkness(drafted) == pytest.approx(darkness(full), abs=0.01), i
     # The squares land where they are, also at the far corner of the image.
-    assert dark_extent(patch_of(store, "J1_1x1")) == dark_extent(patch_of(store, "P1_1x1")) == (slice(16, 48), slice(16, 48))
-    assert dark_extent(patch_of(store, "J1_2x1")) == dark_extent(patch_of(store, "P1_2x1")) == (slice(16, 48), slice(16, 48))
+    assert (
+        dark_extent(patch_of(store, "J1_1x1"))
+        == dark_extent(patch_of(store, "P1_1x1"))
+        == (slice(16, 48), slice(16, 48))
+    )
+    assert (
+        dark_extent(patch_of(store, "J1_2x1"))
+        == dark_extent(patch_of(store, "P1_2x1"))
+        == (slice(16, 48), slice(16, 48))
+    )
 
 
 def test_jpeg_is_decoded_in_full_when_the_patch_is_not_downsampled_2x(images, tmp_path):
-    cohort = make_cohort([{"name": "J1", "image": images["draftable_jpg"], "um_per_px": 1.0, "centres": [(500, 400)]}])
+    cohort = make_cohort(
+        [{"name": "J1", "image": images["draftable_jpg"], "um_per_px": 1.0, "centres": [(500, 400)]}]
+    )
     store = write_patch_store(plan_tiling(cohort, size_um=100, size_px=64), tmp_path / "store")
     assert store.meta["sections"]["J1"]["decode_factor"] == 1
     assert store.meta["sections"]["J1"]["decoded_width"] == 1001
@@ -278,7 +316,9 @@ def test_sections_without_an_image_are_skipped_and_listed(images, tmp_path):
 
 
 def test_plan_and_write_reject_what_cannot_be_tiled(images, tmp_path):
-    cohort = make_cohort([{"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200)]}])
+    cohort = make_cohort(
+        [{"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200)]}]
+    )
     for size_um, size_px in ((0, 16), (50, 0), (-5, 16)):
         with pytest.raises(ValueError, match="patch size must be positive"):
             plan_tiling(cohort, size_um=size_um, size_px=size_px)
@@ -299,7 +339,12 @@ def test_plan_and_write_reject_what_cannot_be_tiled(images, tmp_path):
 def store_cohort(images) -> AnnData:
     return make_cohort(
         [
-            {"name": "A1", "image": images["square"], "um_per_px": 0.5, "centres": [(200, 200), (100, 100), (5, 5)]},
+            {
+                "name": "A1",
+                "image": images["square"],
+                "um_per_px": 0.5,
+                "centres": [(200, 200), (100, 100), (5, 5)],
+            },
             {"name": "B1", "image": images["quadrants"], "um_per_px": 1.0, "centres": [(180, 80), (60, 150)]},
         ]
     )
@@ -323,7 +368,9 @@ def test_the_store_is_memory_mapped_read_only_and_indexed_by_spot(store_cohort, 
         store.rows(["A1_1x1", "Z9_1x1"])
     # Staged and renamed, yet as readable as any folder the user makes (not mkdtemp's 0700).
     (tmp_path / "reference").mkdir()
-    assert stat.S_IMODE((tmp_path / "store").stat().st_mode) == stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    assert stat.S_IMODE((tmp_path / "store").stat().st_mode) == stat.S_IMODE(
+        (tmp_path / "reference").stat().st_mode
+    )
 
 
 def test_write_refuses_an_existing_path(store_cohort, tmp_path):

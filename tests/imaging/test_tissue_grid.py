@@ -28,7 +28,9 @@ def test_otsu_splits_two_modes():
 
 
 def test_tissue_is_the_coloured_block_not_glass_nor_black_background():
-    mask = tissue_mask(synthetic_slide(), min_saturation=20, max_saturation=50, min_brightness=30, closing_px=3)
+    mask = tissue_mask(
+        synthetic_slide(), min_saturation=20, max_saturation=50, min_brightness=30, closing_px=3
+    )
     expected = np.zeros((200, 300), bool)
     expected[50:150, 40:160] = True  # the lumen is filled in: it is inside tissue
     assert (mask == expected).mean() > 0.99
@@ -52,8 +54,14 @@ def test_tiles_cover_the_tissue_only_and_stay_inside_the_image():
     assert (tiles["tissue_fraction"] >= 0.5).all() and tiles["spot_id"].is_unique
     assert list(tiles.columns) == ["spot_id", "pixel_x", "pixel_y", "tissue_fraction"]
     # A stricter tile size still never reaches past the image edge.
-    big = tissue_tile_grid(np.ones_like(mask), (3000, 2000), side_px=700, stride_px=350, min_tissue_fraction=0.5)
-    assert (big["pixel_x"] - 350 >= 0).all() and (big["pixel_x"] + 350 <= 3000).all() and (big["pixel_y"] + 350 <= 2000).all()
+    big = tissue_tile_grid(
+        np.ones_like(mask), (3000, 2000), side_px=700, stride_px=350, min_tissue_fraction=0.5
+    )
+    assert (
+        (big["pixel_x"] - 350 >= 0).all()
+        and (big["pixel_x"] + 350 <= 3000).all()
+        and (big["pixel_y"] + 350 <= 2000).all()
+    )
 
 
 def test_no_tissue_or_an_image_smaller_than_a_tile_gives_an_empty_grid():

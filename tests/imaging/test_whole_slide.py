@@ -24,7 +24,9 @@ def tissue_like(width: int, height: int, seed: int = 0) -> np.ndarray:
     """(height, width, 3) uint8: smooth colour blobs with texture, so resampling errors would show."""
     rng = np.random.default_rng(seed)
     coarse = rng.integers(60, 230, size=(height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16)
+    smooth = np.asarray(
+        Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.int16
+    )
     return np.clip(smooth + rng.integers(-20, 21, size=smooth.shape), 0, 255).astype(np.uint8)
 
 
@@ -46,8 +48,17 @@ def pyramid(tmp_path, pyramidal_tiff):
     return path, pngs
 
 
-def cut(image_path, um_per_px: float, centres: np.ndarray, size_um: float, size_px: int, max_pixels: int = 10**9):
-    tiles = SectionTiles("S1", "P1", str(image_path), um_per_px, tuple(f"s{i}" for i in range(len(centres))), np.asarray(centres, dtype=float))
+def cut(
+    image_path, um_per_px: float, centres: np.ndarray, size_um: float, size_px: int, max_pixels: int = 10**9
+):
+    tiles = SectionTiles(
+        "S1",
+        "P1",
+        str(image_path),
+        um_per_px,
+        tuple(f"s{i}" for i in range(len(centres))),
+        np.asarray(centres, dtype=float),
+    )
     out = np.zeros((len(centres), size_px, size_px, 3), np.uint8)
     padded, report = tile_section(tiles, size_um, size_px, out, max_image_pixels=max_pixels)
     return out, padded, report
@@ -73,7 +84,9 @@ def test_outside_the_slide_is_glass_and_flagged(pyramid):
     patches, padded, _ = cut(path, 0.5, centres, 40.0, 20)
     assert padded.all()
     assert (patches[0, :8, :8] == 255).all() and (patches[1, -8:, -8:] == 255).all()  # white, never black
-    assert (patches[0, -5:, -5:] < 250).any() and (patches[1, :5, :5] < 250).any()  # tissue where the slide is
+    assert (patches[0, -5:, -5:] < 250).any() and (
+        patches[1, :5, :5] < 250
+    ).any()  # tissue where the slide is
 
 
 def test_openslide_reads_the_same_pixels_and_pads_with_glass(pyramid, monkeypatch):
@@ -130,13 +143,21 @@ def test_microns_per_pixel_come_from_the_slides_metadata(pyramid, tmp_path, pyra
         whole_slide_um_per_px(oblong, section="S2")
 
 
-def test_whole_slide_formats_say_what_to_install_or_that_they_are_unreadable(tmp_path, monkeypatch, pyramidal_tiff):
+def test_whole_slide_formats_say_what_to_install_or_that_they_are_unreadable(
+    tmp_path, monkeypatch, pyramidal_tiff
+):
     slide = tmp_path / "case7.svs"
     slide.write_bytes(b"not a slide at all")
-    with pytest.raises(CohortInputError, match=r"section S3, file .*case7\.svs\] no installed whole-slide reader opens this file \(tiffslide: "):
+    with pytest.raises(
+        CohortInputError,
+        match=r"section S3, file .*case7\.svs\] no installed whole-slide reader opens this file \(tiffslide: ",
+    ):
         image_size(slide, section="S3")
     monkeypatch.setattr(whole_slide, "READERS", ())
-    with pytest.raises(CohortInputError, match=r"case7\.svs\] \.svs is a whole-slide format and neither tiffslide nor OpenSlide is installed: pip install -e '\.\[wsi\]'.*export"):
+    with pytest.raises(
+        CohortInputError,
+        match=r"case7\.svs\] \.svs is a whole-slide format and neither tiffslide nor OpenSlide is installed: pip install -e '\.\[wsi\]'.*export",
+    ):
         image_size(slide, section="S3")
     # Without readers a pyramidal TIFF is still a TIFF: PIL reads its full-resolution page.
     tiff = tmp_path / "pyramid.tif"

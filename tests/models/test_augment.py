@@ -14,7 +14,9 @@ IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 
 def images(b=32, size=12, seed=0):
-    return torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, 256, (b, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def symmetries(x):
@@ -31,7 +33,9 @@ def which_symmetry(out, x):
 def test_eval_is_exactly_the_normalisation_and_deterministic():
     aug = PatchAugment(IMAGENET_MEAN, IMAGENET_STD, **ALL_JITTER).eval()
     x = images()
-    expected = (x.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(1, 3, 1, 1)
     out = aug(x)
     assert out.dtype == torch.float32 and out.shape == x.shape
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
@@ -40,7 +44,12 @@ def test_eval_is_exactly_the_normalisation_and_deterministic():
 
 @pytest.mark.parametrize(
     ("flips", "rot90", "allowed"),
-    [(True, True, set(range(8))), (True, False, {0, 2, 4, 6}), (False, True, {0, 1, 2, 3}), (False, False, {0})],
+    [
+        (True, True, set(range(8))),
+        (True, False, {0, 2, 4, 6}),
+        (False, True, {0, 1, 2, 3}),
+        (False, False, {0}),
+    ],
 )
 def test_geometry_alone_is_a_symmetry_of_each_patch(flips, rot90, allowed):
     aug = PatchAugment(**IDENTITY, flips=flips, rot90=rot90, **NO_JITTER).train()
@@ -85,8 +94,10 @@ def test_haematoxylin_scale_keeps_a_haematoxylin_pixel_on_its_stain_line():
     aug = PatchAugment(**IDENTITY, **{**NO_JITTER, "hed_sigma": 0.5})
     h = aug._constants["rgb_from_hed"][0]  # unit OD vector of haematoxylin
     od = 0.6 * h  # a pixel of haematoxylin alone
-    x = (10 ** -od).reshape(1, 3, 1, 1).expand(1, 3, 2, 2).float().contiguous()
-    out = aug._hed_jitter(x.clone(), torch.tensor([[1.0, 0.5, 0.5]]), torch.full((1, 3), 0.5))  # H scale 1.5, rest 1
+    x = (10**-od).reshape(1, 3, 1, 1).expand(1, 3, 2, 2).float().contiguous()
+    out = aug._hed_jitter(
+        x.clone(), torch.tensor([[1.0, 0.5, 0.5]]), torch.full((1, 3), 0.5)
+    )  # H scale 1.5, rest 1
     od_out = -torch.log10(out[0, :, 0, 0].double())
     torch.testing.assert_close(od_out, 1.5 * od, atol=1e-5, rtol=1e-5)
 
@@ -158,8 +169,15 @@ def test_runs_on_the_gpu_with_a_cpu_generator():
 
 
 def test_from_params_and_errors():
-    aug = PatchAugment.from_params({"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "rot90": False, "hed_sigma": 0.05})
-    assert aug.mean == (0.5, 0.5, 0.5) and aug.std == (0.25, 0.25, 0.25) and not aug.rot90 and aug.hed_sigma == 0.05
+    aug = PatchAugment.from_params(
+        {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "rot90": False, "hed_sigma": 0.05}
+    )
+    assert (
+        aug.mean == (0.5, 0.5, 0.5)
+        and aug.std == (0.25, 0.25, 0.25)
+        and not aug.rot90
+        and aug.hed_sigma == 0.05
+    )
     assert aug.flips and aug.brightness == 0.0
     with pytest.raises(ValueError, match="unknown augmentation parameter"):
         PatchAugment.from_params({"hue": 0.1})

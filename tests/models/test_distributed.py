@@ -74,12 +74,15 @@ def _worker(rank_: int, store_file: str, out_dir: str) -> None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback: works without a resolvable hostname
     try:
         dist.init_process_group(
-            "gloo", init_method=f"file://{store_file}", rank=rank_, world_size=WORLD,
+            "gloo",
+            init_method=f"file://{store_file}",
+            rank=rank_,
+            world_size=WORLD,
             timeout=datetime.timedelta(seconds=30),
         )
         try:
             n = N_GLOBAL // WORLD
-            local = {k: t[rank_ * n:(rank_ + 1) * n] for k, t in _global_batch().items()}
+            local = {k: t[rank_ * n : (rank_ + 1) * n] for k, t in _global_batch().items()}
             result = {"world_size": world_size(), "rank": rank(), "labels": gather_no_grad(local["label"])}
             for case in CASES:
                 loss, grads = _step(local, case)

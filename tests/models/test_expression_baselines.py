@@ -14,11 +14,11 @@ from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
 from tpir_kedro.cohort.gene_selection import select_genes
+from tpir_kedro.cohort.log_expression import LogNormalisedPca, log_normalise
 from tpir_kedro.cohort.schema import COUNTS_LAYER, is_classified
 from tpir_kedro.cohort.sources import Her2stDirectory
 from tpir_kedro.evaluation.embedding_metrics import lopo_knn_transfer
 from tpir_kedro.evaluation.folds import patient_folds, train_patients
-from tpir_kedro.cohort.log_expression import LogNormalisedPca, log_normalise
 from tpir_kedro.models.expression_baselines import harmony_embedding
 
 
@@ -29,7 +29,11 @@ def _cohort(n_per_patient: int = 40, n_genes: int = 30, seed: int = 0) -> AnnDat
     program = rng.integers(0, 2, len(patients))
     base = rng.gamma(2.0, 2.0, size=(2, n_genes))
     patient_effect = {p: rng.lognormal(0, 0.5, n_genes) for p in "ABC"}
-    mu = base[program] * np.stack([patient_effect[p] for p in patients]) * rng.uniform(0.5, 2, (len(patients), 1))
+    mu = (
+        base[program]
+        * np.stack([patient_effect[p] for p in patients])
+        * rng.uniform(0.5, 2, (len(patients), 1))
+    )
     counts = sp.csr_matrix(rng.poisson(mu).astype(np.int32))
     obs = pd.DataFrame(
         {"patient": patients, "label": np.where(program == 0, "invasive cancer", "adipose tissue")},
@@ -146,8 +150,15 @@ def test_per_fold_pca_on_the_demo_cohort(tiny_demo_dir):
         assert embeddings[fold].shape == harmonised[fold].shape == (cohort.n_obs, 10)
         assert np.isfinite(embeddings[fold]).all() and np.isfinite(harmonised[fold]).all()
         assert np.abs(embeddings[fold][~held_out].mean(0)).max() < 1e-3
-    for table in (lopo_knn_transfer(embeddings, cohort.obs, folds), lopo_knn_transfer(harmonised, cohort.obs, folds)):
+    for table in (
+        lopo_knn_transfer(embeddings, cohort.obs, folds),
+        lopo_knn_transfer(harmonised, cohort.obs, folds),
+    ):
         assert list(table["held_out_patient"]) == ["A", "B", "C"]
-        classified = pd.Series(is_classified(cohort.obs["label"]), index=cohort.obs.index).groupby(cohort.obs["patient"]).sum()
+        classified = (
+            pd.Series(is_classified(cohort.obs["label"]), index=cohort.obs.index)
+            .groupby(cohort.obs["patient"])
+            .sum()
+        )
         assert table["n_test"].tolist() == classified.loc[["A", "B", "C"]].tolist()
         assert table["accuracy"].between(0, 1).all()

@@ -31,9 +31,21 @@ from tpir_kedro.models.variants import parse_variant
 N_SPOTS, N_STORE, N_CLASSES, SIZE, VIEWS, BATCH, STEPS = 48, 60, 3, 32, 4, 8, 12
 AUGMENT = {"flips": True, "rot90": True, "hed_sigma": 0.05, "hed_shift": 0.02, "brightness": 0.1}
 FROZEN = TrainingConfig(
-    regime="frozen", backbone="resnet18", init="random", feature_views=VIEWS, max_steps=STEPS, batch_size=BATCH,
-    adapter_hidden=32, adapter_dim=16, embed_dim=16, gene_hidden=32, accelerator="cpu", precision="32-true",
-    progress_bar=False, log_every_n_steps=1, augment=AUGMENT,
+    regime="frozen",
+    backbone="resnet18",
+    init="random",
+    feature_views=VIEWS,
+    max_steps=STEPS,
+    batch_size=BATCH,
+    adapter_hidden=32,
+    adapter_dim=16,
+    embed_dim=16,
+    gene_hidden=32,
+    accelerator="cpu",
+    precision="32-true",
+    progress_bar=False,
+    log_every_n_steps=1,
+    augment=AUGMENT,
 )
 VARIANTS = {
     "clip": {"gene_input": "log_hvg", "loss": "infonce"},
@@ -70,7 +82,16 @@ def make_data(source: np.ndarray, variant_name: str) -> TrainingData:
     variant = parse_variant(variant_name, VARIANTS[variant_name])
     genes = rng.normal(size=(N_SPOTS, 10)).astype(np.float32) if variant.gene_input == "log_hvg" else z
     probs = rng.dirichlet(np.ones(N_CLASSES), N_SPOTS).astype(np.float32) if variant.use_class_probs else None
-    return TrainingData(source, rng.permutation(N_STORE)[:N_SPOTS].astype(np.int64), genes, z, labels, probs, np.repeat(np.arange(3), 16).astype(np.int64), N_CLASSES)
+    return TrainingData(
+        source,
+        rng.permutation(N_STORE)[:N_SPOTS].astype(np.int64),
+        genes,
+        z,
+        labels,
+        probs,
+        np.repeat(np.arange(3), 16).astype(np.int64),
+        N_CLASSES,
+    )
 
 
 # --- feature views ----------------------------------------------------------------------------
@@ -91,21 +112,27 @@ def test_the_view_sampler_reads_view_zero_in_eval_and_random_views_in_training()
     sampler = ViewSampler().eval()
     assert torch.equal(sampler(x), x[:, 0])
     sampler.train()
-    picked = torch.stack([sampler(x, generator=torch.Generator().manual_seed(s)) for s in range(20)])  # (20, 5, 3)
+    picked = torch.stack(
+        [sampler(x, generator=torch.Generator().manual_seed(s)) for s in range(20)]
+    )  # (20, 5, 3)
     view_of = (picked[..., 0] - x[None, :, 0, 0]) / 3  # which view each sample got
     assert set(view_of.unique().long().tolist()) == {0, 1, 2, 3}
 
 
-
 def test_training_batches_read_one_random_view_of_each_spot_and_the_sampler_passes_it_through(views):
     data = make_data(views, "clip")
-    pairs = SpotPairs(views, data.rows, data.genes, labels=data.labels, patients=data.patients, random_view=True)
+    pairs = SpotPairs(
+        views, data.rows, data.genes, labels=data.labels, patients=data.patients, random_view=True
+    )
     idx = list(range(0, N_SPOTS, 3))
     torch.manual_seed(0)
     batch = pairs.__getitems__(idx)["image"]
     assert batch.shape == (len(idx), views.shape[2])
     # every row is one of its own spot's views (the store order of the read does not mix spots up)
-    got = [int(np.flatnonzero((views[data.rows[i]] == batch[j].numpy()).all(axis=1))[0]) for j, i in enumerate(idx)]
+    got = [
+        int(np.flatnonzero((views[data.rows[i]] == batch[j].numpy()).all(axis=1))[0])
+        for j, i in enumerate(idx)
+    ]
     assert len(set(got)) > 1
     torch.manual_seed(0)
     assert torch.equal(pairs.__getitems__(idx)["image"], batch)  # seeded by torch's generator
@@ -113,7 +140,10 @@ def test_training_batches_read_one_random_view_of_each_spot_and_the_sampler_pass
     with pytest.raises(ValueError, match="cached features"):
         SpotPairs(np.zeros((4, 8, 8, 3), np.uint8), [0, 1], labels=[0, 1], patients=[0, 0], random_view=True)
 
-def test_the_cache_is_reused_when_nothing_changed_and_rebuilt_for_new_pixels_or_backbone(tmp_path, encoder, patches, monkeypatch):
+
+def test_the_cache_is_reused_when_nothing_changed_and_rebuilt_for_new_pixels_or_backbone(
+    tmp_path, encoder, patches, monkeypatch
+):
     computed = []
     real = views_mod.compute_feature_views
 
@@ -133,7 +163,9 @@ def test_the_cache_is_reused_when_nothing_changed_and_rebuilt_for_new_pixels_or_
     cached_feature_views(tmp_path, encoder, repainted, VIEWS, AUGMENT, seed=0, batch_size=32)
     other_weights = build_image_encoder("resnet18", "random").eval()  # same architecture, new weights
     cached_feature_views(tmp_path, other_weights, patches, VIEWS, AUGMENT, seed=0, batch_size=32)
-    cached_feature_views(tmp_path, encoder, patches, VIEWS, {**AUGMENT, "hed_sigma": 0.1}, seed=0, batch_size=32)
+    cached_feature_views(
+        tmp_path, encoder, patches, VIEWS, {**AUGMENT, "hed_sigma": 0.1}, seed=0, batch_size=32
+    )
     cached_feature_views(tmp_path, encoder, patches, VIEWS, AUGMENT, seed=1, batch_size=32)
     assert len(computed) == 5 and len(list(tmp_path.iterdir())) == 5
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no staging folder left behind
@@ -185,7 +217,11 @@ def test_the_source_digest_follows_the_code(tmp_path):
     shutil.copytree(MODELS_PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     assert source_digest(copy) == source_digest(MODELS_PACKAGE)
     losses = copy / "losses.py"
-    losses.write_text(losses.read_text().replace("return 0.5 * (F.cross_entropy(logits, match)", "return 0.6 * (F.cross_entropy(logits, match)"))
+    losses.write_text(
+        losses.read_text().replace(
+            "return 0.5 * (F.cross_entropy(logits, match)", "return 0.6 * (F.cross_entropy(logits, match)"
+        )
+    )
     assert source_digest(copy) != source_digest(MODELS_PACKAGE)
 
 
@@ -202,7 +238,9 @@ def test_a_changed_loss_retrains_instead_of_reusing_the_old_run(views, tmp_path,
     assert training_fingerprint(variant, FROZEN, data, 0) != first.fingerprint
     after_edit = train_image_model(variant, FROZEN, data, seed=0, run_root=tmp_path)
     assert not after_edit.reused and after_edit.steps == STEPS
-    assert sorted(p.name for p in tmp_path.glob("seed0-*")) == sorted([f"seed0-{first.fingerprint}", f"seed0-{after_edit.fingerprint}"])
+    assert sorted(p.name for p in tmp_path.glob("seed0-*")) == sorted(
+        [f"seed0-{first.fingerprint}", f"seed0-{after_edit.fingerprint}"]
+    )
     assert (tmp_path / f"seed0-{after_edit.fingerprint}" / FINAL_WEIGHTS).is_file()
     assert code_digest_mod.models_code_digest() == source_digest(MODELS_PACKAGE)
 
@@ -212,7 +250,17 @@ def test_a_changed_loss_retrains_instead_of_reusing_the_old_run(views, tmp_path,
 
 def _history(losses: np.ndarray, variant: str = "clip") -> pd.DataFrame:
     steps = np.arange(len(losses))
-    return pd.DataFrame({"epoch": steps // 10, "step": steps, "train_loss_step": losses, "train_loss_epoch": np.nan, "variant": variant, "fold": "holdout_B", "seed": 0})
+    return pd.DataFrame(
+        {
+            "epoch": steps // 10,
+            "step": steps,
+            "train_loss_step": losses,
+            "train_loss_epoch": np.nan,
+            "variant": variant,
+            "fold": "holdout_B",
+            "seed": 0,
+        }
+    )
 
 
 def test_a_run_that_levelled_off_is_told_from_one_still_falling():
@@ -220,7 +268,12 @@ def test_a_run_that_levelled_off_is_told_from_one_still_falling():
     levelled = 0.2 + 2.0 * np.exp(-t / 15)
     falling = 2.2 - 0.01 * t
     rising_then_level = 3.0 - 0.8 * np.exp(-t / 15)  # a moving-target loss (BLEEP's) may rise as it converges
-    histories = [_history(levelled, "levelled"), _history(falling, "falling"), _history(np.full(200, 1.0), "flat"), _history(rising_then_level, "rising")]
+    histories = [
+        _history(levelled, "levelled"),
+        _history(falling, "falling"),
+        _history(np.full(200, 1.0), "flat"),
+        _history(rising_then_level, "rising"),
+    ]
     table = summarise_training_runs(pd.concat(histories))
     by = table.set_index("variant")
     assert by.loc["levelled", "steps"] == 200 and by.loc["levelled", "epochs"] == 20
@@ -228,4 +281,6 @@ def test_a_run_that_levelled_off_is_told_from_one_still_falling():
     assert not by.loc["falling", "plateaued"] and by.loc["falling", "loss_fell"]
     assert by.loc["falling", "last_quarter_share_of_change"] == pytest.approx(1 / 3, abs=0.01)
     assert by.loc["rising", "plateaued"] and not by.loc["rising", "loss_fell"]
-    assert by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]  # level, and the column says it never fell
+    assert (
+        by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]
+    )  # level, and the column says it never fell

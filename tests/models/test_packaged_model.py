@@ -11,7 +11,14 @@ import torch
 from tpir_kedro.evaluation.probes import fit_logistic_probe
 from tpir_kedro.models.image_encoders import build_image_encoder, encoder_state_dict
 from tpir_kedro.models.inference import embed_patches
-from tpir_kedro.models.packaged_model import CARD_FILE, CARD_MD, ENCODER_FILE, PROBE_FILE, LinearProbe, PackagedImageModel
+from tpir_kedro.models.packaged_model import (
+    CARD_FILE,
+    CARD_MD,
+    ENCODER_FILE,
+    PROBE_FILE,
+    LinearProbe,
+    PackagedImageModel,
+)
 
 CLASSES3 = np.array(["adipose tissue", "connective tissue", "invasive cancer"])
 
@@ -86,7 +93,14 @@ def packaged(tmp_path_factory):
     labels = CLASSES3[np.arange(len(patches)) % 3]
     groups = np.array(["A", "B"])[np.arange(len(patches)) % 2]
     probe = _probe_from(fit_logistic_probe(features, labels, groups, Cs=(1.0,)))
-    card = {"variant": "clip", "backbone": "resnet18", "init": "random", "classes": list(probe.classes), "patch_size_px": 32, "patch_size_um": 100.0}
+    card = {
+        "variant": "clip",
+        "backbone": "resnet18",
+        "init": "random",
+        "classes": list(probe.classes),
+        "patch_size_px": 32,
+        "patch_size_um": 100.0,
+    }
     model = PackagedImageModel(encoder, probe, card)
     path = model.save(tmp_path_factory.mktemp("packaged") / "clip")
     return model, path, patches
@@ -106,7 +120,9 @@ def test_a_saved_model_loads_with_identical_features_and_probabilities(packaged)
     loaded_features, _ = embed_patches(loaded.encoder, patches, rows, batch_size=4, device="cpu")
     np.testing.assert_array_equal(loaded_features, features)
     assert loaded.probe.classes == model.probe.classes
-    np.testing.assert_array_equal(loaded.probe.predict_proba(loaded_features), model.probe.predict_proba(features))
+    np.testing.assert_array_equal(
+        loaded.probe.predict_proba(loaded_features), model.probe.predict_proba(features)
+    )
     assert "resnet18" in (path / CARD_MD).read_text()
 
 
@@ -161,7 +177,9 @@ def test_a_model_with_an_adapter_embeds_through_it_before_and_after_a_round_trip
     rows = np.array([0, 2, 4, 6])
     features, _ = embed_patches(model.encoder, patches, rows, batch_size=4, device="cpu")
     expected = adapter(torch.from_numpy(features)).detach().numpy()
-    np.testing.assert_allclose(with_adapter.embed(patches, rows, device="cpu"), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        with_adapter.embed(patches, rows, device="cpu"), expected, rtol=1e-5, atol=1e-6
+    )
 
     path = with_adapter.save(tmp_path / "with_adapter")
     assert (path / ADAPTER_FILE).is_file()
@@ -171,4 +189,7 @@ def test_a_model_with_an_adapter_embeds_through_it_before_and_after_a_round_trip
     (path / ADAPTER_FILE).unlink()
     with pytest.raises(FileNotFoundError, match=ADAPTER_FILE):
         PackagedImageModel.load(path)
-    assert PackagedImageModel.load(model.save(tmp_path / "plain")).embed(patches, rows, device="cpu").shape == features.shape  # no adapter: the features
+    assert (
+        PackagedImageModel.load(model.save(tmp_path / "plain")).embed(patches, rows, device="cpu").shape
+        == features.shape
+    )  # no adapter: the features

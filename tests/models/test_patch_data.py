@@ -92,14 +92,22 @@ def test_dataloader_with_patient_sampler_yields_the_sampler_batches(dataset):
     assert len(batches) == len(loader) == len(expected) == N_SPOTS // 8
     for batch, idx in zip(batches, expected):
         assert batch["image"].shape == (8, 3, SIZE, SIZE) and batch["image"].dtype == torch.uint8
-        assert batch["genes"].shape == (8, 7) and batch["z"].shape == (8, 5) and batch["probs"].shape == (8, 3)
+        assert (
+            batch["genes"].shape == (8, 7) and batch["z"].shape == (8, 5) and batch["probs"].shape == (8, 3)
+        )
         assert batch["label"].shape == batch["patient"].shape == (8,)
         assert batch["index"].tolist() == idx.tolist()
 
 
 def test_two_workers_on_a_memmap_match_the_direct_reads(dataset):
-    loader = DataLoader(dataset, batch_size=6, shuffle=True, collate_fn=collate_batch, num_workers=2,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset,
+        batch_size=6,
+        shuffle=True,
+        collate_fn=collate_batch,
+        num_workers=2,
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = []
     for batch in loader:
         assert_batches_equal(batch, dataset.__getitems__(batch["index"].tolist()))
@@ -133,7 +141,9 @@ def test_paths_to_the_npy_file_or_store_folder(store, tmp_path):
     inputs = make_inputs()
     for path in (tmp_path / "patches.npy", tmp_path, str(tmp_path)):
         dataset = SpotPairs(path, **inputs)
-        assert np.array_equal(dataset.__getitems__([0])["image"][0].permute(1, 2, 0).numpy(), store[inputs["rows"][0]])
+        assert np.array_equal(
+            dataset.__getitems__([0])["image"][0].permute(1, 2, 0).numpy(), store[inputs["rows"][0]]
+        )
 
 
 @pytest.mark.parametrize(

@@ -38,14 +38,31 @@ STEPS_PER_EPOCH = N_SPOTS // BATCH
 
 # Full fine-tuning: these tests train through the backbone (the frozen regime: test_frozen_regime.py).
 CONFIG = TrainingConfig(
-    regime="full", max_steps=None, adapter_hidden=32, adapter_dim=16,
-    backbone="resnet18", init="random", embed_dim=16, gene_hidden=32, epochs=1, batch_size=BATCH,
-    accelerator="cpu", devices=1, precision="32-true", progress_bar=False, log_every_n_steps=1, eval_batch_size=16,
+    regime="full",
+    max_steps=None,
+    adapter_hidden=32,
+    adapter_dim=16,
+    backbone="resnet18",
+    init="random",
+    embed_dim=16,
+    gene_hidden=32,
+    epochs=1,
+    batch_size=BATCH,
+    accelerator="cpu",
+    devices=1,
+    precision="32-true",
+    progress_bar=False,
+    log_every_n_steps=1,
+    eval_batch_size=16,
 )
 
 VARIANTS = {
     "clip": {"gene_input": "log_hvg", "loss": "infonce", "loss_params": {"temperature": 0.07}},
-    "bleep": {"gene_input": "log_hvg", "loss": "bleep", "loss_params": {"temperature": 1.0, "normalize": False}},
+    "bleep": {
+        "gene_input": "log_hvg",
+        "loss": "bleep",
+        "loss_params": {"temperature": 1.0, "normalize": False},
+    },
     "scvi_similarity": {"gene_input": "scvi", "loss": "similarity", "loss_params": {"target_source": "gene"}},
     "class_guided": {"gene_input": "scanvi", "loss": "class_guided", "use_class_probs": True},
     "class_guided_hard": {"gene_input": "scanvi", "loss": "class_guided"},
@@ -111,7 +128,9 @@ def _checking_loads(monkeypatch) -> list[str]:
 
     def checked_load(f, *args, **kwargs):
         assert kwargs.get("weights_only") is True, f"torch.load({f!r}) without weights_only=True: {kwargs}"
-        calls.append(str(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "path", f)))  # Lightning: an fsspec file
+        calls.append(
+            str(f) if isinstance(f, (str, os.PathLike)) else str(getattr(f, "path", f))
+        )  # Lightning: an fsspec file
         return real_load(f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "load", checked_load)
@@ -137,7 +156,9 @@ def test_each_objective_trains_end_to_end(name, tmp_path):
     assert trained.module is not None and trained.seconds > 0
     assert {"epoch", "train_loss_step"} <= set(trained.history.columns)
     losses = trained.history["train_loss_step"].dropna()
-    n_used = int((data.labels >= 0).sum()) if name == "supervised" else N_SPOTS  # supervised: labelled spots only
+    n_used = (
+        int((data.labels >= 0).sum()) if name == "supervised" else N_SPOTS
+    )  # supervised: labelled spots only
     assert len(losses) == n_used // BATCH  # one row per step (log_every_n_steps=1)
     assert np.isfinite(losses).all()
     assert trained.history["train_loss_epoch"].notna().any()
@@ -201,7 +222,9 @@ def _counting_steps(monkeypatch, fail_in_epoch: int | None) -> list[int]:
 
 def test_last_ckpt_is_saved_every_epoch_when_epochs_are_long_and_every_few_hundred_steps_when_short():
     assert training_mod.checkpoint_every_n_epochs(5000) == 1  # full fine-tuning on real data
-    assert training_mod.checkpoint_every_n_epochs(5) == training_mod.CHECKPOINT_STEPS // 5  # frozen-regime demo fold
+    assert (
+        training_mod.checkpoint_every_n_epochs(5) == training_mod.CHECKPOINT_STEPS // 5
+    )  # frozen-regime demo fold
     assert training_mod.checkpoint_every_n_epochs(0) == training_mod.CHECKPOINT_STEPS
 
 
@@ -222,7 +245,11 @@ def test_an_interrupted_run_resumes_and_a_finished_one_is_reused(tmp_path, monke
     assert not (run_dir / FINAL_WEIGHTS).exists()
     checkpoint = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
     assert checkpoint["epoch"] == 0 and checkpoint["global_step"] == STEPS_PER_EPOCH
-    after_epoch_1 = {k.removeprefix("encoder.net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("encoder.net.")}
+    after_epoch_1 = {
+        k.removeprefix("encoder.net."): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith("encoder.net.")
+    }
 
     # 2. The same call again resumes (reading last.ckpt weights-only): only epoch 2 is trained.
     with monkeypatch.context() as m:
@@ -234,11 +261,18 @@ def test_an_interrupted_run_resumes_and_a_finished_one_is_reused(tmp_path, monke
     assert any(path.endswith(LAST_CHECKPOINT) for path in loads)
     assert resumed.resumed and not resumed.reused
     assert resumed.fingerprint == fingerprint
-    assert any("resuming from" in r.getMessage() and LAST_CHECKPOINT in r.getMessage() for r in caplog.records)
+    assert any(
+        "resuming from" in r.getMessage() and LAST_CHECKPOINT in r.getMessage() for r in caplog.records
+    )
     assert resumed.module._trainer is None  # the finished module does not keep its Trainer alive
-    assert torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)["global_step"] == 2 * STEPS_PER_EPOCH
+    assert (
+        torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)["global_step"]
+        == 2 * STEPS_PER_EPOCH
+    )
     assert (run_dir / FINAL_WEIGHTS).is_file()
-    assert [p.name for p in run_dir.glob("*.ckpt")] == [LAST_CHECKPOINT]  # overwritten in place, no last-v1.ckpt
+    assert [p.name for p in run_dir.glob("*.ckpt")] == [
+        LAST_CHECKPOINT
+    ]  # overwritten in place, no last-v1.ckpt
     assert torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)["epoch"] == 1
     final = torch.load(run_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True)
     assert same_weights(resumed.module.state_dict(), final)
@@ -281,14 +315,23 @@ def test_the_fingerprint_follows_every_input_and_parameter():
     base = training_fingerprint(CLIP, CONFIG, data, seed=0)
     assert training_fingerprint(CLIP, CONFIG, make_data(), seed=0) == base  # deterministic
     # How progress is shown or features batched does not shape the weights.
-    assert training_fingerprint(CLIP, dataclasses.replace(CONFIG, progress_bar=True, eval_batch_size=7, threads=2), data, 0) == base
+    assert (
+        training_fingerprint(
+            CLIP, dataclasses.replace(CONFIG, progress_bar=True, eval_batch_size=7, threads=2), data, 0
+        )
+        == base
+    )
     changed = {
         "lr": training_fingerprint(CLIP, dataclasses.replace(CONFIG, lr=2e-3), data, 0),
         "epochs": training_fingerprint(CLIP, dataclasses.replace(CONFIG, epochs=2), data, 0),
         "seed": training_fingerprint(CLIP, CONFIG, data, 1),
-        "loss param": training_fingerprint(parse_variant("clip", {**VARIANTS["clip"], "loss_params": {"temperature": 0.1}}), CONFIG, data, 0),
+        "loss param": training_fingerprint(
+            parse_variant("clip", {**VARIANTS["clip"], "loss_params": {"temperature": 0.1}}), CONFIG, data, 0
+        ),
     }
-    changed.update({what: training_fingerprint(CLIP, CONFIG, d, 0) for what, d in _changed_inputs(data).items()})
+    changed.update(
+        {what: training_fingerprint(CLIP, CONFIG, d, 0) for what, d in _changed_inputs(data).items()}
+    )
     for what, fingerprint in changed.items():
         assert fingerprint != base, f"changing the {what} kept the fingerprint"
     assert len(set(changed.values())) == len(changed)
@@ -305,8 +348,12 @@ def test_a_changed_input_or_parameter_gets_its_own_run_folder(tmp_path, monkeypa
     assert len(fits) == 1
 
     runs = {
-        "labels flipped": train_image_model(CLIP, CONFIG, _changed_inputs(data)["labels"], seed=0, run_root=tmp_path),
-        "one patch's pixels": train_image_model(CLIP, CONFIG, _changed_inputs(data)["one patch's pixels"], seed=0, run_root=tmp_path),
+        "labels flipped": train_image_model(
+            CLIP, CONFIG, _changed_inputs(data)["labels"], seed=0, run_root=tmp_path
+        ),
+        "one patch's pixels": train_image_model(
+            CLIP, CONFIG, _changed_inputs(data)["one patch's pixels"], seed=0, run_root=tmp_path
+        ),
         "lr": train_image_model(CLIP, dataclasses.replace(CONFIG, lr=5e-3), data, seed=0, run_root=tmp_path),
         "seed": train_image_model(CLIP, CONFIG, data, seed=1, run_root=tmp_path),
     }
@@ -314,7 +361,10 @@ def test_a_changed_input_or_parameter_gets_its_own_run_folder(tmp_path, monkeypa
     for what, run in runs.items():
         assert not run.reused and not run.resumed, what
         assert run.fingerprint != first.fingerprint, what
-    expected = {f"seed0-{first.fingerprint}", *(f"seed{1 if w == 'seed' else 0}-{r.fingerprint}" for w, r in runs.items())}
+    expected = {
+        f"seed0-{first.fingerprint}",
+        *(f"seed{1 if w == 'seed' else 0}-{r.fingerprint}" for w, r in runs.items()),
+    }
     assert {p.name for p in tmp_path.iterdir()} == expected and len(expected) == 5
     assert all((p / FINAL_WEIGHTS).is_file() for p in tmp_path.iterdir())
 
@@ -335,7 +385,9 @@ def test_supervised_counts_only_labelled_spots_toward_a_batch(no_fit):
     n_labelled = int((data.labels >= 0).sum())
     supervised = parse_variant("supervised", VARIANTS["supervised"])
     with pytest.raises(ValueError, match=rf"variant 'supervised': {n_labelled} training spots"):
-        train_image_model(supervised, dataclasses.replace(CONFIG, batch_size=n_labelled + 1), data, seed=0, run_root=None)
+        train_image_model(
+            supervised, dataclasses.replace(CONFIG, batch_size=n_labelled + 1), data, seed=0, run_root=None
+        )
 
 
 @pytest.mark.parametrize("name", ["supervised", "class_guided_hard"])

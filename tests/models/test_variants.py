@@ -12,7 +12,9 @@ CLIP = {"gene_input": "log_hvg", "loss": "infonce", "loss_params": {"temperature
 
 @pytest.fixture(scope="module")
 def shipped(project_root) -> dict:
-    return yaml.safe_load((project_root / "conf" / "base" / "parameters_contrastive.yml").read_text())["variants"]
+    return yaml.safe_load((project_root / "conf" / "base" / "parameters_contrastive.yml").read_text())[
+        "variants"
+    ]
 
 
 def test_every_shipped_variant_parses_in_file_order(shipped):
@@ -38,7 +40,9 @@ def test_every_shipped_variant_parses_in_file_order(shipped):
 
 
 def test_the_shipped_evaluation_selection_parses(project_root, shipped):
-    evaluation = yaml.safe_load((project_root / "conf" / "base" / "parameters_evaluation.yml").read_text())["evaluation"]
+    evaluation = yaml.safe_load((project_root / "conf" / "base" / "parameters_evaluation.yml").read_text())[
+        "evaluation"
+    ]
     specs = parse_variants(shipped, evaluation.get("variants"))
     assert specs
 
@@ -69,18 +73,42 @@ def test_an_empty_variant_is_a_contrastive_one_without_gene_input():
         ({**CLIP, "temprature": 0.1}, r"unknown key\(s\) \['temprature'\]"),
         ({**CLIP, "objective": "selfsupervised"}, r"objective 'selfsupervised' is not one of"),
         ({**CLIP, "loss": "triplet"}, r"unknown contrastive loss 'triplet'"),
-        ({**CLIP, "loss_params": {"temperatur": 0.1}}, r"unknown parameter 'temperatur' for the infonce loss"),
+        (
+            {**CLIP, "loss_params": {"temperatur": 0.1}},
+            r"unknown parameter 'temperatur' for the infonce loss",
+        ),
         ({**CLIP, "loss_params": {"temperature": -1}}, r"temperature must be a positive number"),
         ({**CLIP, "loss_params": {"temperature": "0.07"}}, r"temperature must be a positive number"),
         ({**CLIP, "gene_input": "pca"}, r"gene_input 'pca' is not one of"),
         ({"gene_input": "log_hvg"}, r"a contrastive variant needs a loss"),
-        ({"gene_input": "scvi", "loss": "similarity", "loss_params": {"target_source": "genes"}}, r"unknown target_source 'genes'"),
-        ({"gene_input": "log_hvg", "loss": "similarity"}, r"similarity targets from genes need gene_input scvi or scanvi"),
-        ({"gene_input": "log_hvg", "loss": "similarity", "loss_params": {"target_source": "both"}}, r"need gene_input scvi or scanvi"),
-        ({"gene_input": "scvi", "loss": "class_guided", "use_class_probs": True}, r"use_class_probs needs gene_input scanvi"),
-        ({"gene_input": "log_hvg", "loss": "class_guided", "use_class_probs": True}, r"use_class_probs needs gene_input scanvi"),
-        ({"objective": "none", "init": "random", "loss": "infonce"}, r"objective 'none' takes no gene_input or loss"),
-        ({"objective": "supervised", "gene_input": "log_hvg"}, r"objective 'supervised' takes no gene_input or loss"),
+        (
+            {"gene_input": "scvi", "loss": "similarity", "loss_params": {"target_source": "genes"}},
+            r"unknown target_source 'genes'",
+        ),
+        (
+            {"gene_input": "log_hvg", "loss": "similarity"},
+            r"similarity targets from genes need gene_input scvi or scanvi",
+        ),
+        (
+            {"gene_input": "log_hvg", "loss": "similarity", "loss_params": {"target_source": "both"}},
+            r"need gene_input scvi or scanvi",
+        ),
+        (
+            {"gene_input": "scvi", "loss": "class_guided", "use_class_probs": True},
+            r"use_class_probs needs gene_input scanvi",
+        ),
+        (
+            {"gene_input": "log_hvg", "loss": "class_guided", "use_class_probs": True},
+            r"use_class_probs needs gene_input scanvi",
+        ),
+        (
+            {"objective": "none", "init": "random", "loss": "infonce"},
+            r"objective 'none' takes no gene_input or loss",
+        ),
+        (
+            {"objective": "supervised", "gene_input": "log_hvg"},
+            r"objective 'supervised' takes no gene_input or loss",
+        ),
     ],
 )
 def test_a_mistake_is_a_value_error_naming_the_variant(spec, message):
@@ -91,13 +119,23 @@ def test_a_mistake_is_a_value_error_naming_the_variant(spec, message):
 
 
 def test_similarity_targets_from_images_need_no_vae_input():
-    spec = parse_variant("img_sim", {"gene_input": "log_hvg", "loss": "similarity", "loss_params": {"target_source": "image"}})
+    spec = parse_variant(
+        "img_sim", {"gene_input": "log_hvg", "loss": "similarity", "loss_params": {"target_source": "image"}}
+    )
     assert spec.loss == "similarity" and spec.gene_input == "log_hvg"
 
 
 def test_to_dict_carries_what_shapes_the_weights():
-    spec = parse_variant("cg", {"gene_input": "scanvi", "loss": "class_guided", "use_class_probs": True, "description": "prose"})
+    spec = parse_variant(
+        "cg",
+        {"gene_input": "scanvi", "loss": "class_guided", "use_class_probs": True, "description": "prose"},
+    )
     assert spec.to_dict() == {
-        "name": "cg", "objective": "contrastive", "gene_input": "scanvi", "loss": "class_guided",
-        "loss_params": {}, "init": None, "use_class_probs": True,
+        "name": "cg",
+        "objective": "contrastive",
+        "gene_input": "scanvi",
+        "loss": "class_guided",
+        "loss_params": {},
+        "init": None,
+        "use_class_probs": True,
     }

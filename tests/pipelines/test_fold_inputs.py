@@ -20,13 +20,27 @@ from tpir_kedro.cohort.sources import Her2stDirectory
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, fold_key, patient_folds
 from tpir_kedro.imaging.tiling import plan_tiling, write_patch_store
 from tpir_kedro.pipelines.contrastive import fold_inputs as fold_inputs_mod
-from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs, build_fold_inputs, check_gene_encoders, check_patch_store
+from tpir_kedro.pipelines.contrastive.fold_inputs import (
+    FoldInputs,
+    build_fold_inputs,
+    check_gene_encoders,
+    check_patch_store,
+)
 from tpir_kedro.pipelines.contrastive.nodes import contrastive_training_inputs
 
 N_GENES, N_TOP, N_LATENT = 30, 10, 4
 HELD_OUT = "A"  # C has the section without an image (C2), so here it is a training patient
 FOLD = fold_key(HELD_OUT)
-TRAIN_FIELDS = ("train_obs", "train_rows", "train_patient_codes", "train_labels", "train_patient_names", "log_hvg", "class_probs", "train_top_expression")
+TRAIN_FIELDS = (
+    "train_obs",
+    "train_rows",
+    "train_patient_codes",
+    "train_labels",
+    "train_patient_names",
+    "log_hvg",
+    "class_probs",
+    "train_top_expression",
+)
 
 
 class StubEncoder:
@@ -49,7 +63,9 @@ class StubEncoder:
         logits = np.log1p(self._counts(adata))[:, :3]
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         # Three classes, not in TISSUE_CLASSES order: the fold inputs must reorder and zero-fill.
-        return pd.DataFrame(p, index=adata.obs_names, columns=[TISSUE_CLASSES[4], TISSUE_CLASSES[0], TISSUE_CLASSES[2]])
+        return pd.DataFrame(
+            p, index=adata.obs_names, columns=[TISSUE_CLASSES[4], TISSUE_CLASSES[0], TISSUE_CLASSES[2]]
+        )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +75,9 @@ def cohort(tiny_demo_dir):
 
 @pytest.fixture(scope="module")
 def store(cohort, tmp_path_factory):
-    return write_patch_store(plan_tiling(cohort, size_um=100, size_px=16), tmp_path_factory.mktemp("fold_inputs") / "store")
+    return write_patch_store(
+        plan_tiling(cohort, size_um=100, size_px=16), tmp_path_factory.mktemp("fold_inputs") / "store"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +93,9 @@ def fold_genes(cohort, folds):
 
 
 def stub_encoders(fold_genes) -> dict[str, dict[str, StubEncoder]]:
-    return {fold: {"scvi": StubEncoder(genes), "scanvi": StubEncoder(genes)} for fold, genes in fold_genes.items()}
+    return {
+        fold: {"scvi": StubEncoder(genes), "scanvi": StubEncoder(genes)} for fold, genes in fold_genes.items()
+    }
 
 
 def build(cohort, store, folds, fold_genes, fold=FOLD, encoders=None) -> tuple[FoldInputs, dict]:
@@ -121,11 +141,21 @@ def test_no_held_out_spot_is_on_the_training_side(cohort, store, folds, fold_gen
     # Row alignment of every training array.
     n = len(inputs.train_obs)
     assert inputs.log_hvg.shape == (n, N_GENES) and inputs.log_hvg.dtype == np.float32
-    assert inputs.train_top_expression.shape == (n, N_TOP) and inputs.test_top_expression.shape == (len(held_out), N_TOP)
+    assert inputs.train_top_expression.shape == (n, N_TOP) and inputs.test_top_expression.shape == (
+        len(held_out),
+        N_TOP,
+    )
     assert inputs.class_probs.shape == (n, len(TISSUE_CLASSES))
-    assert {k: v.shape for k, v in inputs.embeddings.items()} == {"scvi": (n, N_LATENT), "scanvi": (n, N_LATENT)}
-    np.testing.assert_array_equal(inputs.train_labels, obs.loc[inputs.train_obs, "label"].astype(str).to_numpy())
-    np.testing.assert_array_equal(inputs.train_patient_names, obs.loc[inputs.train_obs, "patient"].astype(str).to_numpy())
+    assert {k: v.shape for k, v in inputs.embeddings.items()} == {
+        "scvi": (n, N_LATENT),
+        "scanvi": (n, N_LATENT),
+    }
+    np.testing.assert_array_equal(
+        inputs.train_labels, obs.loc[inputs.train_obs, "label"].astype(str).to_numpy()
+    )
+    np.testing.assert_array_equal(
+        inputs.train_patient_names, obs.loc[inputs.train_obs, "patient"].astype(str).to_numpy()
+    )
     assert [inputs.train_patients[c] for c in inputs.train_patient_codes] == list(inputs.train_patient_names)
     assert inputs.genes == fold_genes[FOLD] and inputs.top_genes == fold_genes[FOLD][:N_TOP]
     # scANVI's classes land in their TISSUE_CLASSES columns; absent classes are zero.
@@ -145,7 +175,9 @@ def test_the_gene_encoders_never_see_a_held_out_spot(cohort, store, folds, fold_
     assert all(not e.seen for fold, kinds in encoders.items() if fold != FOLD for e in kinds.values())
 
 
-def test_the_held_out_patients_counts_and_labels_change_only_the_scoring_side(cohort, store, folds, fold_genes):
+def test_the_held_out_patients_counts_and_labels_change_only_the_scoring_side(
+    cohort, store, folds, fold_genes
+):
     original, _ = build(cohort, store, folds, fold_genes)
     changed, _ = build(scrambled(cohort, HELD_OUT), store, folds, fold_genes)
 
@@ -185,7 +217,9 @@ def test_sections_without_an_image_are_skipped_with_a_log_line(cohort, store, fo
     assert inputs.train_obs.intersection(imageless).empty
     assert not set(encoders[FOLD]["scvi"].seen) & set(imageless)
     lines = [r.getMessage() for r in caplog.records if r.name == fold_inputs_mod.__name__]
-    assert any(re.search(rf"section C2 has no image: its {len(imageless)} spots", line) for line in lines), lines
+    assert any(re.search(rf"section C2 has no image: its {len(imageless)} spots", line) for line in lines), (
+        lines
+    )
 
     # Holding C out: C2 is neither trained on nor scored, and not logged as a training section.
     caplog.clear()
@@ -215,14 +249,23 @@ def test_the_node_builds_every_fold_and_the_all_patient_one(cohort, store, folds
         if f.held_out_patient is not None:
             assert f.held_out_patient not in patients_of(cohort, f.train_obs)
             assert f.held_out_patient not in patients_of(cohort, encoders[fold]["scanvi"].seen)
-    assert ALL_PATIENTS not in contrastive_training_inputs(cohort, folds, fold_genes, stub_encoders(fold_genes), store, {"n_top_genes": N_TOP, "final_models": False})
+    assert ALL_PATIENTS not in contrastive_training_inputs(
+        cohort,
+        folds,
+        fold_genes,
+        stub_encoders(fold_genes),
+        store,
+        {"n_top_genes": N_TOP, "final_models": False},
+    )
 
 
 # --- errors -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mismatch", ["reordered", "one gene swapped", "one gene fewer"])
-def test_a_gene_encoder_on_other_genes_is_an_error_naming_the_fold(cohort, store, folds, fold_genes, mismatch):
+def test_a_gene_encoder_on_other_genes_is_an_error_naming_the_fold(
+    cohort, store, folds, fold_genes, mismatch
+):
     fold = fold_key("B")
     genes = list(fold_genes[fold])
     other = {
@@ -253,7 +296,9 @@ def test_the_matching_patch_store_passes(cohort, store):
 def test_a_patch_store_missing_a_spot_is_an_error_naming_it(cohort, tmp_path):
     with_image = cohort.obs_names[cohort.obs["has_image"].astype(bool).to_numpy()]
     dropped = with_image[7]
-    smaller = write_patch_store(plan_tiling(cohort[cohort.obs_names != dropped], size_um=100, size_px=16), tmp_path / "smaller")
+    smaller = write_patch_store(
+        plan_tiling(cohort[cohort.obs_names != dropped], size_um=100, size_px=16), tmp_path / "smaller"
+    )
     with pytest.raises(ValueError, match=re.escape(str(smaller.path))) as err:
         check_patch_store(cohort, smaller)
     assert "1 spot(s) with an image have no patch" in str(err.value) and dropped in str(err.value)
@@ -265,4 +310,11 @@ def test_a_patch_store_with_extra_rows_is_an_error_naming_it(cohort, store):
         check_patch_store(cohort[cohort.obs_names != extra], store)
     assert "1 patch(es) belong to no cohort spot" in str(err.value) and extra in str(err.value)
     with pytest.raises(ValueError, match=re.escape(str(store.path))):
-        contrastive_training_inputs(cohort[cohort.obs_names != extra], patient_folds(cohort.obs), {}, {}, store, {"n_top_genes": N_TOP})
+        contrastive_training_inputs(
+            cohort[cohort.obs_names != extra],
+            patient_folds(cohort.obs),
+            {},
+            {},
+            store,
+            {"n_top_genes": N_TOP},
+        )

@@ -15,7 +15,14 @@ from tpir_kedro.pipelines.data_engineering.nodes import fold_gene_sets
 from tpir_kedro.pipelines.gene_vae.nodes import fold_gene_encoders
 
 GENES = {"n_top_genes": 40, "min_spot_fraction": 0.01, "exclude_patterns": []}
-GENE_VAE = {"n_latent": 4, "n_hidden": 16, "scvi_max_epochs": 3, "scanvi_max_epochs": 2, "accelerator": "cpu", "min_training_spots": 20}
+GENE_VAE = {
+    "n_latent": 4,
+    "n_hidden": 16,
+    "scvi_max_epochs": 3,
+    "scanvi_max_epochs": 2,
+    "accelerator": "cpu",
+    "min_training_spots": 20,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,11 @@ def _fold_c(cohort):
     genes = fold_gene_sets(cohort, folds, GENES)
     encoders = fold_gene_encoders(cohort, folds, genes, GENE_VAE)
     training = cohort[(cohort.obs["patient"].astype(str) != "C").to_numpy()]
-    return genes["holdout_C"], {kind: e.embed(training) for kind, e in encoders["holdout_C"].items()}, encoders
+    return (
+        genes["holdout_C"],
+        {kind: e.embed(training) for kind, e in encoders["holdout_C"].items()},
+        encoders,
+    )
 
 
 def test_replacing_the_held_out_patient_changes_nothing_fitted_for_its_fold(cohort):

@@ -10,8 +10,23 @@ import pytest
 from kedro.framework.session import KedroSession
 from plotly.offline import get_plotlyjs
 
-FIGURES = ["cohort_overview_plot", "slide_labels_plot", "training_curves_plot", "confusion_matrices_plot", "results_table_plot"]
-REPORT_DIVS = ["cohort_overview", "slide_labels", "gene_umap_by_patient", "gene_umap_by_label", "training_curves", "results_table", "results_plot", "confusion_matrices"]
+FIGURES = [
+    "cohort_overview_plot",
+    "slide_labels_plot",
+    "training_curves_plot",
+    "confusion_matrices_plot",
+    "results_table_plot",
+]
+REPORT_DIVS = [
+    "cohort_overview",
+    "slide_labels",
+    "gene_umap_by_patient",
+    "gene_umap_by_label",
+    "training_curves",
+    "results_table",
+    "results_plot",
+    "confusion_matrices",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +66,19 @@ def test_the_report_carries_the_run_provenance(trained_demo_project, report):
     # The manifest of the run that wrote the report: the same version (later runs, e.g. predict
     # tests on this project, add newer manifests).
     (version,) = sorted((trained_demo_project / "data/08_reporting/report.html").iterdir())
-    manifest = json.loads((trained_demo_project / "data/08_reporting/run_manifest.json" / version.name / "run_manifest.json").read_text())
+    manifest = json.loads(
+        (
+            trained_demo_project / "data/08_reporting/run_manifest.json" / version.name / "run_manifest.json"
+        ).read_text()
+    )
     assert manifest["run_id"] in report and manifest["git"]["commit"] in report
     assert "reporting" in manifest["wall_seconds"]["stages"]
-    provenance = report[report.index("id='provenance'"):]
+    provenance = report[report.index("id='provenance'") :]
     for stage in ("data_engineering", "gene_vae", "contrastive", "evaluation"):
         assert f"<th>{stage}</th>" in provenance
     assert "raw_cohort" in provenance and manifest["dataset_versions"]["raw_cohort"] in provenance
     # The resolved parameters, runtime overrides included (the tiny demo's n_top_genes: 50).
-    assert "&quot;thumbnail_max_side_px&quot;: 1024" in provenance and "&quot;n_top_genes&quot;: 50" in provenance
+    assert (
+        "&quot;thumbnail_max_side_px&quot;: 1024" in provenance
+        and "&quot;n_top_genes&quot;: 50" in provenance
+    )

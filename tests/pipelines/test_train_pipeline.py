@@ -1,8 +1,10 @@
-"""End to end through a KedroSession: demo_cohort then train, on a tiny demo and on real files."""
+"""End to end: demo_cohort then train on a tiny demo (the shared ``trained_demo_project``, run as a user
+types it), one test per stage; a larger demo where a probe can be read; and the real files."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -10,7 +12,19 @@ from kedro.framework.session import KedroSession
 
 from tpir_kedro.cohort.schema import validate_cohort
 
-VARIANTS = ["clip", "bleep", "bleep_normalised", "scvi_infonce", "scanvi_infonce", "scanvi_similarity", "class_guided", "imagenet", "random", "supervised"]
+VARIANTS = [
+    "clip",
+    "bleep",
+    "bleep_normalised",
+    "scvi_infonce",
+    "scanvi_infonce",
+    "scanvi_similarity",
+    "class_guided",
+    "imagenet",
+    "random",
+    "supervised",
+]
+TRAINED = set(VARIANTS) - {"imagenet", "random"}
 
 
 @pytest.fixture()
@@ -32,12 +46,20 @@ def run(tiny_train_params):
     return _run
 
 
-def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project, run, tiny_train_params):
-    with pytest.raises(Exception, match="make demo"):
-        run(project, "train")  # no demo cohort yet: the error says how to make one
-    run(project, "demo_cohort")
-    catalog = run(project, "train")
+@pytest.fixture(scope="module")
+def catalog(trained_demo_project):
+    """The catalog of the shared tiny demo run (read only)."""
+    with KedroSession.create(project_path=trained_demo_project) as session:
+        return session.load_context().catalog
 
+
+def test_without_a_demo_cohort_train_says_how_to_make_one(project, run):
+    with pytest.raises(Exception, match="make demo"):
+        run(project, "train")
+
+
+@pytest.mark.slow
+def test_data_engineering_writes_the_cohort_patches_folds_and_fold_genes(catalog):
     cohort = catalog.load("cohort")
     validate_cohort(cohort)
     assert cohort.obs["batch"].astype(str).equals(cohort.obs["patient"].astype(str))
@@ -53,9 +75,13 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project, run, ti
     effect = catalog.load("raw_batch_effect")
     assert effect["silhouette_patient"] > effect["silhouette_class"]
 
-    # gene_vae: an scVI and an scANVI encoder per fold and for all patients, embeddings, scorecard.
+
+@pytest.mark.slow
+def test_gene_vae_fits_scvi_and_scanvi_per_fold_embeds_and_scores_them(catalog, trained_demo_project):
     encoders = catalog.load("gene_encoders")
-    assert set(encoders) == set(genes) and all(set(e) == {"scvi", "scanvi"} for e in encoders.values())
+    assert set(encoders) == {"holdout_B", "all"} and all(
+        set(e) == {"scvi", "scanvi"} for e in encoders.values()
+    )
     embedded = catalog.load("cohort_gene_embeddings")
     for key, width in (("X_pca", 10), ("X_harmony", 10), ("X_scvi", 4), ("X_scanvi", 4)):
         assert embedded.obsm[key].shape == (embedded.n_obs, width) and np.isfinite(embedded.obsm[key]).all()
@@ -66,53 +92,81 @@ def test_train_on_the_tiny_demo_writes_patches_cohort_and_folds(project, run, ti
     assert scorecard.loc[scorecard["embedding"] == "scvi", "unseen_patient_max_abs_change"].item() < 1e-4
     transfer = catalog.load("gene_label_transfer")
     assert set(transfer["held_out_patient"]) == {"B"}
-    assert (project / "data/08_reporting/gene_umap_by_patient.json").is_dir()
+    assert (trained_demo_project / "data/08_reporting/gene_umap_by_patient.json").is_dir()
 
-    # contrastive + evaluation: every variant, a probe row per variant x probe, the majority floor.
+
+@pytest.mark.slow
+def test_every_variant_is_probed_in_the_space_it_trained(catalog):
     results = catalog.load("results")
     assert set(results["variant"]) == {*VARIANTS, "majority"}
     assert set(results.loc[results["variant"] != "majority", "probe"]) == {"logistic", "knn"}
     assert results[["accuracy", "macro_f1", "balanced_accuracy"]].notna().all().all()
     assert results.loc[results["variant"] != "majority", "pearson_r_top50"].notna().all()
     assert results["run_id"].nunique() == 1
-    # Each model is probed in the space it trained: the adapter for trained variants (frozen regime),
-    # the backbone for the untrained baselines.
+    # The adapter for trained variants (frozen regime), the backbone for the untrained baselines.
     spaces = results.groupby("variant")["space"].agg(set)
     assert spaces["imagenet"] == spaces["random"] == {"backbone"} and spaces["majority"] == {"none"}
-    assert all(spaces[v] == {"adapter"} for v in VARIANTS if v not in ("imagenet", "random"))
+    assert all(spaces[v] == {"adapter"} for v in TRAINED)
+
+
+@pytest.mark.slow
+def test_every_trained_run_takes_the_step_budget_and_its_loss_falls(catalog, tiny_train_params):
     runs = catalog.load("training_runs")
-    assert set(runs["variant"]) == set(VARIANTS) - {"imagenet", "random"}
+    assert set(runs["variant"]) == TRAINED
     assert set(runs["fold"]) == {"holdout_B", "all"}  # the final models' runs are reported too
-    assert (runs["steps"] == tiny_train_params["contrastive"]["max_steps"]).all()  # the step budget, every run
+    assert (runs["steps"] == tiny_train_params["contrastive"]["max_steps"]).all()
     # Every trained run learns its objective: its epoch loss falls from the first epoch to the last
     # (worst last/first ratio 0.97 over seven tiny runs, five simulated cohorts). What it does to
     # the probe is checked on a larger cohort below: on 33 held-out spots macro-F1 is noise.
     history = catalog.load("training_history")
-    epoch_loss = history.dropna(subset=["train_loss_epoch"]).groupby(["variant", "fold", "seed"])["train_loss_epoch"]
+    assert set(history["variant"]) == TRAINED
+    epoch_loss = history.dropna(subset=["train_loss_epoch"]).groupby(["variant", "fold", "seed"])[
+        "train_loss_epoch"
+    ]
     assert (epoch_loss.last() < epoch_loss.first()).all(), epoch_loss.agg(["first", "last"])
+
+
+@pytest.mark.slow
+def test_the_run_manifest_and_the_packaged_models(catalog):
     manifest = catalog.load("run_manifest")
-    assert manifest["run_id"] == results["run_id"].iloc[0]
-    assert {"data_engineering", "gene_vae", "contrastive", "evaluation"} <= set(manifest["wall_seconds"]["stages"])
+    assert manifest["run_id"] == catalog.load("results")["run_id"].iloc[0]
+    assert {"data_engineering", "gene_vae", "contrastive", "evaluation"} <= set(
+        manifest["wall_seconds"]["stages"]
+    )
     assert manifest["dataset_versions"]["patch_store"] and manifest["packages"]["torch"]
     models = catalog.load("image_models")
     assert set(models) == set(VARIANTS)
     card = models["scanvi_infonce"].card
     assert card["patch_size_px"] == 32 and card["classes"] and card["lopo_metrics"]
-    assert set(history["variant"]) == set(VARIANTS) - {"imagenet", "random"}
 
-    # Versioned outputs: a second run adds versions and leaves the first ones untouched.
+
+@pytest.mark.slow
+def test_a_second_run_adds_versions_and_reuses_finished_training(
+    trained_demo_project, tmp_path, run, project_copy
+):
+    project = project_copy(tmp_path / "again")  # a copy: the shared run stays as it was
+    shutil.copytree(trained_demo_project / "data", project / "data")
+    with KedroSession.create(project_path=project, runtime_params=None) as session:
+        first_catalog = session.load_context().catalog
+        results, manifest = first_catalog.load("results"), first_catalog.load("run_manifest")
     first = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     before = (first[0] / "cohort.h5ad").read_bytes()
-    run(project, "data_engineering")
+    run(project, "data_engineering")  # the shared run's parameters: the tiny demo's
     versions = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     assert len(versions) == 2 and (versions[0] / "cohort.h5ad").read_bytes() == before
     # The same inputs and parameters: finished image-training runs are reused, not retrained.
     catalog = run(project, "contrastive,evaluation")
     assert catalog.load("results").drop(columns="run_id").equals(results.drop(columns="run_id"))
-    assert catalog.load("run_manifest")["wall_seconds"]["stages"]["contrastive"] < manifest["wall_seconds"]["stages"]["contrastive"]
+    assert (
+        catalog.load("run_manifest")["wall_seconds"]["stages"]["contrastive"]
+        < manifest["wall_seconds"]["stages"]["contrastive"]
+    )
 
 
-def test_trained_encoders_beat_the_random_init_encoder_on_the_held_out_patient(project, run, tiny_train_params):
+@pytest.mark.slow
+def test_trained_encoders_beat_the_random_init_encoder_on_the_held_out_patient(
+    project, run, tiny_train_params
+):
     """The issue's claim on a cohort where a probe can be read: 12 x 12 spots per section (~100 held-out
     labelled spots), the default ImageNet initialisation, three trained variants, two epochs.
 
@@ -125,19 +179,31 @@ def test_trained_encoders_beat_the_random_init_encoder_on_the_held_out_patient(p
     extra = {
         "demo_cohort": {**tiny_train_params["demo_cohort"], "seed": 0, "grid": [12, 12]},
         "contrastive": {**tiny_train_params["contrastive"], "init": "imagenet"},
-        "evaluation": {**tiny_train_params["evaluation"], "variants": ["random", "scanvi_infonce", "class_guided", "supervised"], "final_models": False},
+        "evaluation": {
+            **tiny_train_params["evaluation"],
+            "variants": ["random", "scanvi_infonce", "class_guided", "supervised"],
+            "final_models": False,
+        },
     }
     run(project, "demo_cohort", extra=extra)
     results = run(project, "train", extra=extra).load("results")
     assert results.loc[results["variant"] != "majority", "n_test"].min() >= 90
     for probe in ("logistic", "knn"):
         f1 = results[results["probe"] == probe].set_index("variant")["macro_f1"]
-        assert f1[["scanvi_infonce", "class_guided", "supervised"]].mean() > f1["random"], (probe, f1.to_dict())
+        assert f1[["scanvi_infonce", "class_guided", "supervised"]].mean() > f1["random"], (
+            probe,
+            f1.to_dict(),
+        )
 
 
+@pytest.mark.slow
 def test_her2st_env_reads_the_real_files(project, run, her2st_dir, monkeypatch):
     monkeypatch.setenv("TPIR_HER2ST_DIR", str(her2st_dir))
-    extra = {"cohort": {"sections": ["A1", "B1", "C2", "C3"]}, "genes": {"n_top_genes": 300}, "folds": {"held_out_patients": None}}
+    extra = {
+        "cohort": {"sections": ["A1", "B1", "C2", "C3"]},
+        "genes": {"n_top_genes": 300},
+        "folds": {"held_out_patients": None},
+    }
     catalog = run(project, "data_engineering", env="her2st", extra=extra)
     cohort = catalog.load("cohort")
     assert sorted(cohort.obs["section"].unique()) == ["A1", "B1", "C2", "C3"]
@@ -148,7 +214,12 @@ def test_her2st_env_reads_the_real_files(project, run, her2st_dir, monkeypatch):
     assert store.meta["sections"]["A1"]["um_per_px"] == pytest.approx(3.2, abs=0.1)
     folds = catalog.load("patient_folds")
     assert sorted(folds["held_out_patient"].unique()) == ["A", "B", "C"]
-    report = json.loads((next((project / "data/08_reporting/her2st/raw_batch_effect.json").iterdir()) / "raw_batch_effect.json").read_text())
+    report = json.loads(
+        (
+            next((project / "data/08_reporting/her2st/raw_batch_effect.json").iterdir())
+            / "raw_batch_effect.json"
+        ).read_text()
+    )
     assert report["n_patients"] == 2  # labelled spots: A1 and B1
     # The real source was read in place, never written.
     assert not (project / "data/01_raw").exists() or not any((project / "data/01_raw").iterdir())

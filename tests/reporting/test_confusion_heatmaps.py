@@ -6,16 +6,43 @@ from tpir_kedro.reporting.confusion_heatmaps import confusion_matrix_figure, poo
 
 def _confusion(variant, probe, fold, cells):
     return pd.DataFrame(
-        [{"probe": probe, "held_out_patient": fold[-1], "true": t, "predicted": p, "count": c, "variant": variant, "fold": fold, "seed": 0} for t, p, c in cells]
+        [
+            {
+                "probe": probe,
+                "held_out_patient": fold[-1],
+                "true": t,
+                "predicted": p,
+                "count": c,
+                "variant": variant,
+                "fold": fold,
+                "seed": 0,
+            }
+            for t, p, c in cells
+        ]
     )
 
 
-CELLS_B = [("invasive cancer", "invasive cancer", 3), ("invasive cancer", "adipose tissue", 1), ("adipose tissue", "adipose tissue", 2), ("adipose tissue", "invasive cancer", 0)]
-CELLS_C = [("invasive cancer", "invasive cancer", 4), ("invasive cancer", "adipose tissue", 0), ("adipose tissue", "adipose tissue", 0), ("adipose tissue", "invasive cancer", 0)]
+CELLS_B = [
+    ("invasive cancer", "invasive cancer", 3),
+    ("invasive cancer", "adipose tissue", 1),
+    ("adipose tissue", "adipose tissue", 2),
+    ("adipose tissue", "invasive cancer", 0),
+]
+CELLS_C = [
+    ("invasive cancer", "invasive cancer", 4),
+    ("invasive cancer", "adipose tissue", 0),
+    ("adipose tissue", "adipose tissue", 0),
+    ("adipose tissue", "invasive cancer", 0),
+]
 
 
 def test_counts_are_pooled_over_folds_and_rows_normalised():
-    table = pd.concat([_confusion("clip", "logistic", "holdout_B", CELLS_B), _confusion("clip", "logistic", "holdout_C", CELLS_C)])
+    table = pd.concat(
+        [
+            _confusion("clip", "logistic", "holdout_B", CELLS_B),
+            _confusion("clip", "logistic", "holdout_C", CELLS_C),
+        ]
+    )
     counts = pooled_confusions(table)[("clip", "logistic")]
     assert list(counts.index) == list(counts.columns) == ["invasive cancer", "adipose tissue"]  # schema order
     assert counts.to_numpy().tolist() == [[7, 1], [0, 2]]
@@ -52,5 +79,9 @@ def test_a_variant_probed_in_two_spaces_gets_a_matrix_per_space_never_a_pooled_o
     adapter = _confusion("clip", "logistic", "holdout_B", CELLS_C).assign(space="adapter")
     baseline = _confusion("imagenet", "logistic", "holdout_B", CELLS_B).assign(space="backbone")
     pooled = pooled_confusions(pd.concat([backbone, adapter, baseline]))
-    assert set(pooled) == {("clip [backbone]", "logistic"), ("clip [adapter]", "logistic"), ("imagenet", "logistic")}
+    assert set(pooled) == {
+        ("clip [backbone]", "logistic"),
+        ("clip [adapter]", "logistic"),
+        ("imagenet", "logistic"),
+    }
     assert pooled[("clip [adapter]", "logistic")].to_numpy().tolist() == [[4, 0], [0, 0]]

@@ -14,11 +14,25 @@ from tpir_kedro.reporting.training_curves import training_curves_figure
 
 # What the pipeline writes when there is nothing to report: headers only, or no columns at all.
 EMPTY_INPUTS = {
-    "cohort overview": (cohort_overview_figure, pd.DataFrame(columns=["patient", "section", "label", "n_spots", "n_with_image"])),
-    "training curves, headers only": (training_curves_figure, pd.DataFrame(columns=["epoch", "step", "train_loss_epoch", "variant", "fold", "seed"])),
+    "cohort overview": (
+        cohort_overview_figure,
+        pd.DataFrame(columns=["patient", "section", "label", "n_spots", "n_with_image"]),
+    ),
+    "training curves, headers only": (
+        training_curves_figure,
+        pd.DataFrame(columns=["epoch", "step", "train_loss_epoch", "variant", "fold", "seed"]),
+    ),
     "training curves, no columns": (training_curves_figure, pd.DataFrame()),
-    "confusion matrices": (confusion_matrix_figure, pd.DataFrame(columns=["probe", "held_out_patient", "true", "predicted", "count", "variant", "fold", "seed"])),
-    "results table": (results_table_figure, pd.DataFrame(columns=["variant", "probe", "macro_f1_mean", "macro_f1_std"])),
+    "confusion matrices": (
+        confusion_matrix_figure,
+        pd.DataFrame(
+            columns=["probe", "held_out_patient", "true", "predicted", "count", "variant", "fold", "seed"]
+        ),
+    ),
+    "results table": (
+        results_table_figure,
+        pd.DataFrame(columns=["variant", "probe", "macro_f1_mean", "macro_f1_std"]),
+    ),
 }
 
 

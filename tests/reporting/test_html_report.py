@@ -18,7 +18,10 @@ RUN_INFO = {
 
 
 def test_the_report_embeds_plotly_once_and_every_figure_in_its_own_div():
-    figures = [ReportFigure("a", "First", go.Figure(go.Bar(x=[1], y=[2])), "caption <i>"), ReportFigure("b c", "Second", go.Figure())]
+    figures = [
+        ReportFigure("a", "First", go.Figure(go.Bar(x=[1], y=[2])), "caption <i>"),
+        ReportFigure("b c", "Second", go.Figure()),
+    ]
     page = render_html_report("Report & co", figures, provenance_html(RUN_INFO))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert page.count("<script type='text/javascript'>") == 1 and "Plotly" in page
@@ -32,7 +35,17 @@ def test_the_report_embeds_plotly_once_and_every_figure_in_its_own_div():
 
 def test_provenance_shows_the_run_the_commit_the_stage_times_and_the_parameters_escaped():
     html = provenance_html(RUN_INFO)
-    for text in ("2026-01-01T00.00.00.000Z", "0123abcd", "gene_vae", "10.0", "12.3", "raw_cohort", "2025-12-31T00.00.00.000Z", "kedro", "1.7.0"):
+    for text in (
+        "2026-01-01T00.00.00.000Z",
+        "0123abcd",
+        "gene_vae",
+        "10.0",
+        "12.3",
+        "raw_cohort",
+        "2025-12-31T00.00.00.000Z",
+        "kedro",
+        "1.7.0",
+    ):
         assert text in html
     assert "&lt;b&gt;not markup&lt;/b&gt;" in html and "<b>not" not in html
 

@@ -23,7 +23,9 @@ def test_run_info_carries_provenance_and_the_wall_time_of_finished_stages(tmp_pa
 
     hooks.after_catalog_created(catalog=catalog, parameters={"p": 1}, save_version="v1", load_versions={})
     assert catalog.load("run_info") == {"run_id": "v1"}
-    hooks.before_pipeline_run(run_params={"project_path": str(tmp_path), "env": "local"}, pipeline=pipeline, catalog=catalog)
+    hooks.before_pipeline_run(
+        run_params={"project_path": str(tmp_path), "env": "local"}, pipeline=pipeline, catalog=catalog
+    )
     info = catalog.load("run_info")
     assert info["run_id"] == "v1" and info["parameters"] == {"p": 1} and info["run_params"]["env"] == "local"
     assert {"git", "packages", "device", "input_dataset_versions"} <= set(info)

@@ -11,7 +11,14 @@ def _obs(rows):
 
 
 def test_default_section_is_the_first_labelled_one_with_an_image():
-    obs = _obs([("A1", "invasive cancer", False), ("B1", "unlabelled", True), ("C1", "adipose tissue", True), ("C2", "cancer in situ", True)])
+    obs = _obs(
+        [
+            ("A1", "invasive cancer", False),
+            ("B1", "unlabelled", True),
+            ("C1", "adipose tissue", True),
+            ("C2", "cancer in situ", True),
+        ]
+    )
     assert default_section(obs) == "C1"
     # No labelled section has an image: the first with an image; none has one: the first.
     assert default_section(obs[obs["section"] != "C1"].iloc[:2]) == "B1"
@@ -23,7 +30,12 @@ def test_spots_are_drawn_in_the_full_resolution_frame_over_the_thumbnail(tmp_pat
     path = tmp_path / "he.png"
     Image.fromarray(np.full((400, 800, 3), 200, np.uint8)).save(path)
     spots = pd.DataFrame(
-        {"pixel_x": [100.0, 700.0, 400.0], "pixel_y": [50.0, 350.0, 200.0], "label": ["adipose tissue", "invasive cancer", "adipose tissue"], "spot_id": ["1x1", "9x5", "5x3"]}
+        {
+            "pixel_x": [100.0, 700.0, 400.0],
+            "pixel_y": [50.0, 350.0, 200.0],
+            "label": ["adipose tissue", "invasive cancer", "adipose tissue"],
+            "spot_id": ["1x1", "9x5", "5x3"],
+        }
     )
     fig = slide_label_figure(spots, "A1", slide_thumbnail(path, 80))
     image, *labels = fig.data

@@ -7,8 +7,12 @@ from tpir_kedro.reporting.training_curves import training_curves_figure
 def _history(variant, fold, seed, losses):
     rows = []
     for epoch, (step_loss, epoch_loss) in enumerate(losses):
-        rows.append({"epoch": epoch, "step": 2 * epoch + 1, "train_loss_step": step_loss, "train_loss_epoch": np.nan})
-        rows.append({"epoch": epoch, "step": 2 * epoch + 1, "train_loss_step": np.nan, "train_loss_epoch": epoch_loss})
+        rows.append(
+            {"epoch": epoch, "step": 2 * epoch + 1, "train_loss_step": step_loss, "train_loss_epoch": np.nan}
+        )
+        rows.append(
+            {"epoch": epoch, "step": 2 * epoch + 1, "train_loss_step": np.nan, "train_loss_epoch": epoch_loss}
+        )
     return pd.DataFrame(rows).assign(variant=variant, fold=fold, seed=seed)
 
 
@@ -25,9 +29,12 @@ def test_one_panel_per_variant_and_one_colour_per_fold_and_seed():
     assert [a.text for a in fig.layout.annotations] == ["clip", "supervised"]
     # Per run: a step line and epoch markers, NaN rows of the other kind dropped.
     assert [(t.mode, t.name) for t in fig.data] == [
-        ("lines", "holdout_B, seed 0"), ("markers", "holdout_B, seed 0"),
-        ("lines", "holdout_C, seed 0"), ("markers", "holdout_C, seed 0"),
-        ("lines", "holdout_B, seed 0"), ("markers", "holdout_B, seed 0"),
+        ("lines", "holdout_B, seed 0"),
+        ("markers", "holdout_B, seed 0"),
+        ("lines", "holdout_C, seed 0"),
+        ("markers", "holdout_C, seed 0"),
+        ("lines", "holdout_B, seed 0"),
+        ("markers", "holdout_B, seed 0"),
     ]
     assert list(fig.data[1].y) == [4.1, 3.2]
     assert fig.data[0].line.color == fig.data[4].line.color  # same fold and seed, same colour

@@ -16,7 +16,9 @@ logger = logging.getLogger(__name__)
 S = TypeVar("S")
 
 
-def read_sections_parallel(read: Callable[[S], AnnData], sections: Sequence[S], n_jobs: int = 1) -> list[AnnData]:
+def read_sections_parallel(
+    read: Callable[[S], AnnData], sections: Sequence[S], n_jobs: int = 1
+) -> list[AnnData]:
     """Read sections independently; threads suffice since parsing is gzip/C-bound."""
     if n_jobs <= 1 or len(sections) <= 1:
         return [read(s) for s in sections]
@@ -33,13 +35,16 @@ def concat_sections(sections: Sequence[AnnData]) -> AnnData:
         shared = shared.intersection(s.var_names, sort=False)
     reports = {}
     for s in sections:
-        (name, report), = s.uns["sections"].items()
+        ((name, report),) = s.uns["sections"].items()
         report = dict(report, n_genes_dropped_not_shared=int(s.n_vars - len(shared)))
         reports[name] = report
     union = set().union(*(set(s.var_names) for s in sections))
     logger.info(
         "cohort: %d sections, %d spots, %d genes shared by all sections (%d genes measured in only some dropped)",
-        len(sections), sum(s.n_obs for s in sections), len(shared), len(union) - len(shared),
+        len(sections),
+        sum(s.n_obs for s in sections),
+        len(shared),
+        len(union) - len(shared),
     )
     cohort = ad.concat([s[:, shared] for s in sections], join="inner", merge="same")
     # AnnData drops unused categories when subsetting; restore the full, ordered label set.

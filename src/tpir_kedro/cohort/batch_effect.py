@@ -12,8 +12,8 @@ import scanpy as sc
 from anndata import AnnData
 from sklearn.metrics import silhouette_score
 
-from tpir_kedro.cohort.schema import COUNTS_LAYER, is_classified
 from tpir_kedro.cohort.log_expression import LogNormalisedPca, log_normalise
+from tpir_kedro.cohort.schema import COUNTS_LAYER, is_classified
 
 
 def log_normalised_pca(adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30, seed: int = 0) -> np.ndarray:
@@ -33,7 +33,9 @@ def log_normalised_pca(adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30,
     return LogNormalisedPca(max_value=10).fit_transform(adata, genes, patients, n_pcs=n_pcs, seed=seed)
 
 
-def silhouettes_by_patient_and_class(adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30, seed: int = 0) -> dict:
+def silhouettes_by_patient_and_class(
+    adata: AnnData, n_top_genes: int = 2000, n_pcs: int = 30, seed: int = 0
+) -> dict:
     """Silhouette (cosine-free, Euclidean on PCs) of ``patient`` and of ``label`` on labelled spots."""
     labelled = adata[is_classified(adata.obs["label"])]
     if labelled.obs["patient"].nunique() < 2 or labelled.obs["label"].nunique() < 2:

@@ -56,6 +56,10 @@ def select_genes(
     ascending = [False, True] if use_batch else [True]
     genes = ranked.sort_values(order, ascending=ascending).index.tolist()
     logger.info(
-        "genes for patients %s: %d pass QC (of %d), %d highly variable", ",".join(patients), int(passing.sum()), cohort.n_vars, len(genes)
+        "genes for patients %s: %d pass QC (of %d), %d highly variable",
+        ",".join(patients),
+        int(passing.sum()),
+        cohort.n_vars,
+        len(genes),
     )
     return genes

@@ -109,10 +109,14 @@ def _find_image(root: Path, patient: str, name: str, override: dict | None) -> t
         path = Path(override["file"])
         return (path if path.is_absolute() else root / path), float(override.get("scale", 1.0))
     folder = root / "ST-imgs" / patient / name
-    candidates = sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    candidates = (
+        sorted(p for p in folder.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    )
     if len(candidates) > 1:
         raise CohortInputError(
-            f"several images, cannot tell which is the H&E: {[p.name for p in candidates]}", path=folder, section=name
+            f"several images, cannot tell which is the H&E: {[p.name for p in candidates]}",
+            path=folder,
+            section=name,
         )
     return (candidates[0] if candidates else None), 1.0
 
@@ -138,8 +142,13 @@ def _require_columns(frame: pd.DataFrame, columns: list[str], path: Path, sectio
 def _require_numeric(frame: pd.DataFrame, columns: list[str], path: Path, section: str, what: str) -> None:
     text = [c for c in columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if text:
-        examples = {c: frame[c][pd.to_numeric(frame[c], errors="coerce").isna() & frame[c].notna()].iloc[:3].tolist() for c in text}
-        raise CohortInputError(f"{what} has non-numeric values in column(s) {examples}", path=path, section=section)
+        examples = {
+            c: frame[c][pd.to_numeric(frame[c], errors="coerce").isna() & frame[c].notna()].iloc[:3].tolist()
+            for c in text
+        }
+        raise CohortInputError(
+            f"{what} has non-numeric values in column(s) {examples}", path=path, section=section
+        )
 
 
 def read_her2st_section(section: Her2stSection, options: ReadOptions | None = None) -> AnnData:
@@ -178,7 +187,9 @@ def read_her2st_section(section: Her2stSection, options: ReadOptions | None = No
     keep = spots["selected"].to_numpy() != 0 if "selected" in spots.columns else np.ones(len(spots), bool)
     if not keep.any():
         raise CohortInputError(
-            f"none of the {len(keep)} spot(s) is selected (column 'selected' is 0)", path=section.spots_path, section=name
+            f"none of the {len(keep)} spot(s) is selected (column 'selected' is 0)",
+            path=section.spots_path,
+            section=name,
         )
     no_pixel = spots[["pixel_x", "pixel_y"]].isna().any(axis=1).to_numpy() & keep
     if no_pixel.any():
@@ -228,7 +239,11 @@ def read_her2st_section(section: Her2stSection, options: ReadOptions | None = No
         _check_spots_inside(adata, image_wh, section)
     logger.info(
         "section %s: %d spots, %d genes, %d/%d labels joined, image %s",
-        name, adata.n_obs, adata.n_vars, label_report["n_labels_joined"], label_report["n_label_rows"],
+        name,
+        adata.n_obs,
+        adata.n_vars,
+        label_report["n_labels_joined"],
+        label_report["n_label_rows"],
         "none" if section.image_path is None else f"{um_per_px:.3f} µm/px ({um_source})",
     )
     return adata
@@ -249,7 +264,9 @@ def _read_labels(section: Her2stSection, spot_ids: pd.Index) -> tuple[np.ndarray
     unknown = sorted(set(text) - set(LABEL_CATEGORIES))
     if unknown:
         raise CohortInputError(
-            f"unknown label(s) {unknown}; expected one of {list(LABEL_CATEGORIES)}", path=path, section=section.name
+            f"unknown label(s) {unknown}; expected one of {list(LABEL_CATEGORIES)}",
+            path=path,
+            section=section.name,
         )
     ids = [spot_id(round(x), round(y)) for x, y in zip(table["x"], table["y"])]
     by_id = pd.Series(text.to_numpy(), index=ids)
@@ -263,11 +280,15 @@ def _read_labels(section: Her2stSection, spot_ids: pd.Index) -> tuple[np.ndarray
         n_labels_joined=int(joined.sum()),
     )
     if int(na.sum()):
-        logger.info("section %s: %d label row(s) without coordinates skipped (%s)", section.name, int(na.sum()), path)
+        logger.info(
+            "section %s: %d label row(s) without coordinates skipped (%s)", section.name, int(na.sum()), path
+        )
     return labels, report
 
 
-def _image_scale(section: Her2stSection, spots: pd.DataFrame, options: ReadOptions) -> tuple[float, str, tuple[int, int]]:
+def _image_scale(
+    section: Her2stSection, spots: pd.DataFrame, options: ReadOptions
+) -> tuple[float, str, tuple[int, int]]:
     if section.image_path is None:
         return float("nan"), "no image", (0, 0)
     wh = image_size(section.image_path, section=section.name, max_pixels=options.max_image_pixels)

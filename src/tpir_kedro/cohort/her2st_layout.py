@@ -20,7 +20,8 @@ from tpir_kedro.atomic_folder import new_folder_atomically
 class Her2stSectionTables:
     """One section. ``counts``: spots x genes, index ``"{x}x{y}"``; ``spots``: the selection table
     (``x y new_x new_y pixel_x pixel_y selected``); ``labels``: ``Row.names x y pixel_x pixel_y
-    label`` or None; ``image``: (H, W, 3) uint8 or None."""
+    label`` or None; ``image``: (H, W, 3) uint8 or None.
+    """
 
     patient: str
     counts: pd.DataFrame
@@ -51,10 +52,14 @@ def write_her2st_layout(layout: Her2stLayout, root: str | Path, jpeg_quality: in
 def _write_section(root: Path, name: str, tables: Her2stSectionTables, jpeg_quality: int) -> None:
     for sub in ("ST-cnts", "ST-spotfiles", "ST-pat/lbl"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    tables.counts.to_csv(root / "ST-cnts" / f"{name}.tsv.gz", sep="\t", compression={"method": "gzip", "compresslevel": 1})
+    tables.counts.to_csv(
+        root / "ST-cnts" / f"{name}.tsv.gz", sep="\t", compression={"method": "gzip", "compresslevel": 1}
+    )
     tables.spots.to_csv(root / "ST-spotfiles" / f"{name}_selection.tsv", sep="\t", index=False)
     if tables.labels is not None:
-        tables.labels.to_csv(root / "ST-pat" / "lbl" / f"{name}_labeled_coordinates.tsv", sep="\t", index=False)
+        tables.labels.to_csv(
+            root / "ST-pat" / "lbl" / f"{name}_labeled_coordinates.tsv", sep="\t", index=False
+        )
     if tables.image is not None:
         folder = root / "ST-imgs" / tables.patient / name
         folder.mkdir(parents=True, exist_ok=True)

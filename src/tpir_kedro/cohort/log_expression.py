@@ -26,16 +26,23 @@ logger = logging.getLogger(__name__)
 TARGET_SUM = 1e4  # counts per 10k (CP10k), as scanpy's normalize_total(target_sum=1e4)
 
 
-def log_normalise(counts, gene_idx: Sequence[int] | np.ndarray | None = None, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
+def log_normalise(
+    counts, gene_idx: Sequence[int] | np.ndarray | None = None, target_sum: float = TARGET_SUM
+) -> sp.csr_matrix:
     """log1p(CP10k) of raw counts, optionally restricted to some genes afterwards.
 
-    Args:
-        counts: (n_spots, n_genes) raw counts, sparse or dense.
-        gene_idx: column indices to keep; the library size is still each spot's total over *all*
-            ``n_genes`` columns (scanpy order: normalise, then subset to selected genes).
-        target_sum: counts each spot is scaled to before the log.
+    Parameters
+    ----------
+    counts
+        (n_spots, n_genes) raw counts, sparse or dense.
+    gene_idx
+        column indices to keep; the library size is still each spot's total over *all*
+        ``n_genes`` columns (scanpy order: normalise, then subset to selected genes).
+    target_sum
+        counts each spot is scaled to before the log.
 
-    Returns:
+    Returns
+    -------
         (n_spots, len(gene_idx) or n_genes) float32 CSR. A spot with no counts stays all zero.
     """
     counts = sp.csr_matrix(counts)
@@ -80,7 +87,9 @@ class LogNormalisedPca:
     def __init__(self, max_value: float | None = 10.0):
         self.max_value = max_value
 
-    def fit(self, cohort: AnnData, genes: Sequence[str], patients: Iterable[str], n_pcs: int = 30, seed: int = 0) -> LogNormalisedPca:
+    def fit(
+        self, cohort: AnnData, genes: Sequence[str], patients: Iterable[str], n_pcs: int = 30, seed: int = 0
+    ) -> LogNormalisedPca:
         """Fit on the spots of ``patients`` (obs ``patient``) over ``genes`` of ``cohort.layers['counts']``.
 
         ``n_pcs`` is lowered to min(n_fit_spots, n_genes) - 1 when larger (ARPACK needs that), with a
@@ -96,7 +105,9 @@ class LogNormalisedPca:
         n_fit = int(in_fit.sum())
         n_max = min(n_fit, len(idx)) - 1
         if n_max < 1:
-            raise ValueError(f"PCA needs at least two spots and two genes; got {n_fit} spots and {len(idx)} genes")
+            raise ValueError(
+                f"PCA needs at least two spots and two genes; got {n_fit} spots and {len(idx)} genes"
+            )
         if n_pcs > n_max:
             logger.warning("n_pcs=%d lowered to %d (%d spots, %d genes)", n_pcs, n_max, n_fit, len(idx))
             n_pcs = n_max
@@ -110,12 +121,18 @@ class LogNormalisedPca:
         self.patients_ = patients
         self.mean_, self.scale_ = mean, scale
         self.n_fit_spots_ = n_fit
-        self.pca_ = PCA(n_components=int(n_pcs), svd_solver="arpack", random_state=seed).fit(self._standardise(x))
+        self.pca_ = PCA(n_components=int(n_pcs), svd_solver="arpack", random_state=seed).fit(
+            self._standardise(x)
+        )
         self.n_components_ = int(n_pcs)
         self.explained_variance_ratio_ = self.pca_.explained_variance_ratio_
         logger.info(
             "log-normalised PCA: %d PCs on %d spots x %d genes of patients %s (%.1f%% variance)",
-            n_pcs, n_fit, len(idx), ",".join(patients), 100 * float(self.explained_variance_ratio_.sum()),
+            n_pcs,
+            n_fit,
+            len(idx),
+            ",".join(patients),
+            100 * float(self.explained_variance_ratio_.sum()),
         )
         return self
 
@@ -131,7 +148,9 @@ class LogNormalisedPca:
         x = log_normalise(cohort.layers[COUNTS_LAYER], idx).toarray()
         return self.pca_.transform(self._standardise(x)).astype(np.float32)
 
-    def fit_transform(self, cohort: AnnData, genes: Sequence[str], patients: Iterable[str], n_pcs: int = 30, seed: int = 0) -> np.ndarray:
+    def fit_transform(
+        self, cohort: AnnData, genes: Sequence[str], patients: Iterable[str], n_pcs: int = 30, seed: int = 0
+    ) -> np.ndarray:
         """``fit`` on ``patients`` then ``transform`` every spot of ``cohort``: (n_obs, n_components_)."""
         return self.fit(cohort, genes, patients, n_pcs, seed).transform(cohort)
 

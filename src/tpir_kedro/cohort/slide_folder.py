@@ -30,7 +30,8 @@ LABELS_FILE = "labels.csv"
 @dataclass
 class SlideFolder:
     """A slide folder in memory: ``image`` (H, W, 3) uint8, ``spots`` (n, 3) ``spot_id pixel_x pixel_y``,
-    ``labels`` (n, 2) ``spot_id label`` or None."""
+    ``labels`` (n, 2) ``spot_id label`` or None.
+    """
 
     name: str
     image: np.ndarray

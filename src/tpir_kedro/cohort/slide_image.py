@@ -80,7 +80,9 @@ def open_slide_image(path: str | Path, *, section: str | None = None, max_pixels
             image.close()
 
 
-def image_size(path: str | Path, *, section: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+def image_size(
+    path: str | Path, *, section: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[int, int]:
     """(width, height) in full-resolution pixels from the header, without decoding (a whole slide's level 0)."""
     reader = whole_slide_reader(path, section=section, max_pixels=max_pixels)
     if reader is not None:

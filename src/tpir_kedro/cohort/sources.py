@@ -28,14 +28,22 @@ class Her2stDirectory:
     root: Path
     image_overrides: dict[str, dict] = field(default_factory=dict)
 
-    def read(self, sections: list[str] | None = None, options: ReadOptions | None = None, n_jobs: int = 1) -> AnnData:
+    def read(
+        self, sections: list[str] | None = None, options: ReadOptions | None = None, n_jobs: int = 1
+    ) -> AnnData:
         if sections == LABELLED_SECTIONS:
-            found = [s for s in discover_her2st_sections(self.root, None, self.image_overrides) if s.labels_path is not None]
+            found = [
+                s
+                for s in discover_her2st_sections(self.root, None, self.image_overrides)
+                if s.labels_path is not None
+            ]
             if not found:
                 raise CohortInputError("no section has a label file (ST-pat/lbl)", path=self.root)
         else:
             found = discover_her2st_sections(self.root, sections, self.image_overrides)
-        return concat_sections(read_sections_parallel(partial(read_her2st_section, options=options), found, n_jobs))
+        return concat_sections(
+            read_sections_parallel(partial(read_her2st_section, options=options), found, n_jobs)
+        )
 
 
 @dataclass(frozen=True)
@@ -49,15 +57,20 @@ class VisiumDirectory:
     root: Path
     sections: dict[str, dict] = field(default_factory=dict)
 
-    def read(self, sections: list[str] | None = None, options: ReadOptions | None = None, n_jobs: int = 1) -> AnnData:
+    def read(
+        self, sections: list[str] | None = None, options: ReadOptions | None = None, n_jobs: int = 1
+    ) -> AnnData:
         options = options or ReadOptions()
         names = list(self.sections) if sections is None else list(sections)
         unknown = sorted(set(names) - set(self.sections))
         if unknown:
-            raise CohortInputError(f"section(s) {unknown} are not configured for this Visium source", path=self.root)
+            raise CohortInputError(
+                f"section(s) {unknown} are not configured for this Visium source", path=self.root
+            )
         # A configured µm/px (parameters) wins over the catalog's and over Space Ranger's.
         resolved = [
-            replace(s, um_per_px=options.um_per_px.get(s.name, s.um_per_px)) for s in map(self._section, names)
+            replace(s, um_per_px=options.um_per_px.get(s.name, s.um_per_px))
+            for s in map(self._section, names)
         ]
         read = partial(read_visium_section, max_image_pixels=options.max_image_pixels)
         return concat_sections(read_sections_parallel(read, resolved, n_jobs))
@@ -69,5 +82,10 @@ class VisiumDirectory:
             return None if spec.get(key) is None else self.root / spec[key]
 
         return VisiumSection(
-            name=name, patient=str(spec["patient"]), outs_path=path("outs"), image_path=path("image"), labels_path=path("labels"), um_per_px=spec.get("um_per_px")
+            name=name,
+            patient=str(spec["patient"]),
+            outs_path=path("outs"),
+            image_path=path("image"),
+            labels_path=path("labels"),
+            um_per_px=spec.get("um_per_px"),
         )

@@ -14,15 +14,22 @@ VISIUM_PITCH_UM = 100.0
 VISIUM_SPOT_DIAMETER_UM = 55.0
 
 
-def estimate_um_per_px(array_xy: np.ndarray, pixel_xy: np.ndarray, pitch_um: float = LEGACY_ST_PITCH_UM) -> float:
+def estimate_um_per_px(
+    array_xy: np.ndarray, pixel_xy: np.ndarray, pitch_um: float = LEGACY_ST_PITCH_UM
+) -> float:
     """Estimate µm per image pixel from spot positions.
 
-    Args:
-        array_xy: (n_spots, 2) array (grid) coordinates.
-        pixel_xy: (n_spots, 2) positions of the same spots in the image, pixels.
-        pitch_um: physical distance of one array step.
+    Parameters
+    ----------
+    array_xy
+        (n_spots, 2) array (grid) coordinates.
+    pixel_xy
+        (n_spots, 2) positions of the same spots in the image, pixels.
+    pitch_um
+        physical distance of one array step.
 
-    Returns:
+    Returns
+    -------
         µm/px, from the mean length of the two fitted axis vectors (pixels per array step).
     """
     array_xy = np.asarray(array_xy, dtype=float)

@@ -35,7 +35,14 @@ logger = logging.getLogger(__name__)
 
 COUNT_FILE = "filtered_feature_bc_matrix.h5"
 POSITION_FILES = ("tissue_positions.csv", "tissue_positions_list.csv")
-POSITION_COLUMNS = ("barcode", "in_tissue", "array_row", "array_col", "pxl_row_in_fullres", "pxl_col_in_fullres")
+POSITION_COLUMNS = (
+    "barcode",
+    "in_tissue",
+    "array_row",
+    "array_col",
+    "pxl_row_in_fullres",
+    "pxl_col_in_fullres",
+)
 SCALEFACTORS_FILE = "scalefactors_json.json"
 
 
@@ -88,7 +95,9 @@ def read_visium_section(section: VisiumSection, max_image_pixels: int = DEFAULT_
         raise CohortInputError(
             f"none of the {len(barcodes)} spot(s) is marked in_tissue", path=positions_path, section=name
         )
-    counts, genes, n_duplicate_genes = _integer_counts_summed(raw.X[keep], raw.var_names, path=h5_path, section=name)
+    counts, genes, n_duplicate_genes = _integer_counts_summed(
+        raw.X[keep], raw.var_names, path=h5_path, section=name
+    )
     positions, barcodes = positions[keep], barcodes[keep]
 
     labels, label_report = _read_labels(section, barcodes)
@@ -134,8 +143,14 @@ def read_visium_section(section: VisiumSection, max_image_pixels: int = DEFAULT_
     adata = section_anndata(counts, genes, obs, report)
     logger.info(
         "section %s: %d in-tissue spots (%d outside tissue dropped), %d genes, %d/%d labels joined, %.3f µm/px (%s)",
-        name, adata.n_obs, report["n_spots_unselected"], adata.n_vars,
-        label_report["n_labels_joined"], label_report["n_label_rows"], um_per_px, um_source,
+        name,
+        adata.n_obs,
+        report["n_spots_unselected"],
+        adata.n_vars,
+        label_report["n_labels_joined"],
+        label_report["n_label_rows"],
+        um_per_px,
+        um_source,
     )
     return adata
 
@@ -165,7 +180,9 @@ def _read_counts(outs: Path, h5_path: Path, section: str) -> AnnData:
             # library_id given so files without the "library_ids" attribute are accepted.
             return sc.read_visium(outs, count_file=COUNT_FILE, library_id=section, load_images=False)
     except (OSError, KeyError, ValueError, TypeError) as exc:
-        raise CohortInputError(f"count matrix is unreadable as 10x HDF5: {exc}", path=h5_path, section=section) from exc
+        raise CohortInputError(
+            f"count matrix is unreadable as 10x HDF5: {exc}", path=h5_path, section=section
+        ) from exc
 
 
 def _read_positions(path: Path, section: str) -> pd.DataFrame:
@@ -173,7 +190,9 @@ def _read_positions(path: Path, section: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, header=None, dtype=str)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise CohortInputError(f"tissue positions file is unreadable: {exc}", path=path, section=section) from exc
+        raise CohortInputError(
+            f"tissue positions file is unreadable: {exc}", path=path, section=section
+        ) from exc
     if table.shape[1] != len(POSITION_COLUMNS):
         raise CohortInputError(
             f"tissue positions file has {table.shape[1]} columns, expected {list(POSITION_COLUMNS)}",
@@ -187,13 +206,19 @@ def _read_positions(path: Path, section: str) -> pd.DataFrame:
     try:
         table = table.astype(np.float64)
     except ValueError as exc:
-        raise CohortInputError(f"tissue positions are not numeric: {exc}", path=path, section=section) from exc
+        raise CohortInputError(
+            f"tissue positions are not numeric: {exc}", path=path, section=section
+        ) from exc
     if table.isna().any().any() or table.index.duplicated().any():
-        raise CohortInputError("tissue positions have missing values or repeated barcodes", path=path, section=section)
+        raise CohortInputError(
+            "tissue positions have missing values or repeated barcodes", path=path, section=section
+        )
     return table
 
 
-def _integer_counts_summed(matrix, genes: pd.Index, *, path: Path, section: str) -> tuple[sp.csr_matrix, pd.Index, int]:
+def _integer_counts_summed(
+    matrix, genes: pd.Index, *, path: Path, section: str
+) -> tuple[sp.csr_matrix, pd.Index, int]:
     """Validate spots x features counts and sum features sharing a gene symbol, staying sparse.
 
     Returns (spots x unique symbols int32 CSR, the symbols in first-seen order, duplicates summed).
@@ -214,7 +239,8 @@ def _integer_counts_summed(matrix, genes: pd.Index, *, path: Path, section: str)
         )
     codes, symbols = pd.factorize(pd.Index(genes).astype(str))
     merge = sp.csr_matrix(
-        (np.ones(len(codes), dtype=np.int64), (np.arange(len(codes)), codes)), shape=(len(codes), len(symbols))
+        (np.ones(len(codes), dtype=np.int64), (np.arange(len(codes)), codes)),
+        shape=(len(codes), len(symbols)),
     )
     summed = sp.csr_matrix(matrix.astype(np.int64) @ merge)
     if summed.nnz and summed.data.max() > np.iinfo(np.int32).max:
@@ -239,7 +265,9 @@ def _read_labels(section: VisiumSection, barcodes: pd.Index) -> tuple[np.ndarray
     missing = [c for c in ("barcode", "label") if c not in table.columns]
     if missing:
         raise CohortInputError(
-            f"label file lacks column(s) {missing}; it has {list(table.columns)[:8]}", path=path, section=section.name
+            f"label file lacks column(s) {missing}; it has {list(table.columns)[:8]}",
+            path=path,
+            section=section.name,
         )
     # Rows without a barcode or label carry nothing to join ("na_coordinates" to match HER2ST's report).
     na = table["barcode"].isna() | table["label"].isna()
@@ -248,7 +276,9 @@ def _read_labels(section: VisiumSection, barcodes: pd.Index) -> tuple[np.ndarray
     unknown = sorted(set(text) - set(LABEL_CATEGORIES))
     if unknown:
         raise CohortInputError(
-            f"unknown label(s) {unknown}; expected one of {list(LABEL_CATEGORIES)}", path=path, section=section.name
+            f"unknown label(s) {unknown}; expected one of {list(LABEL_CATEGORIES)}",
+            path=path,
+            section=section.name,
         )
     by_barcode = pd.Series(text.to_numpy(), index=kept["barcode"].str.strip().to_numpy())
     by_barcode = by_barcode[~by_barcode.index.duplicated()]
@@ -269,13 +299,17 @@ def _um_per_px(section: VisiumSection, outs: Path) -> tuple[float, str]:
     path = outs / "spatial" / SCALEFACTORS_FILE
     if not path.is_file():
         raise CohortInputError(
-            "scale factors file is missing; set um_per_px for this section instead", path=path, section=section.name
+            "scale factors file is missing; set um_per_px for this section instead",
+            path=path,
+            section=section.name,
         )
     try:
         diameter = float(json.loads(path.read_text())["spot_diameter_fullres"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CohortInputError(
-            f"cannot read spot_diameter_fullres from the scale factors: {exc!r}", path=path, section=section.name
+            f"cannot read spot_diameter_fullres from the scale factors: {exc!r}",
+            path=path,
+            section=section.name,
         ) from exc
     if not np.isfinite(diameter) or diameter <= 0:
         raise CohortInputError(f"spot_diameter_fullres is {diameter!r}", path=path, section=section.name)

@@ -22,7 +22,18 @@ import numpy as np
 from tpir_kedro.cohort.errors import CohortInputError
 
 # Formats PIL cannot read (or reads only a strip or a thumbnail of): a whole-slide reader is required.
-WHOLE_SLIDE_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".czi", ".isyntax")
+WHOLE_SLIDE_SUFFIXES = (
+    ".svs",
+    ".ndpi",
+    ".mrxs",
+    ".scn",
+    ".vms",
+    ".vmu",
+    ".bif",
+    ".svslide",
+    ".czi",
+    ".isyntax",
+)
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
 # Tried in this order; tests narrow it to one.
 READERS = ("tiffslide", "openslide")
@@ -31,7 +42,8 @@ INSTALL_HINT = "pip install -e '.[wsi]' (tiffslide, openslide-python and opensli
 
 def _reader_class(name: str):
     """The reader's slide class, or None when it is not installed (openslide-python without its C
-    library raises OSError on import)."""
+    library raises OSError on import).
+    """
     try:
         if name == "tiffslide":
             import tiffslide
@@ -52,7 +64,8 @@ def installed_readers() -> list[str]:
 
 def _open_with_any(path: Path) -> tuple[str | None, object | None, dict[str, str]]:
     """(reader name, open slide) of the first installed reader that opens ``path``, and why the
-    others did not."""
+    others did not.
+    """
     failures = {}
     for name in installed_readers():
         try:
@@ -62,7 +75,9 @@ def _open_with_any(path: Path) -> tuple[str | None, object | None, dict[str, str
     return None, None, failures
 
 
-def whole_slide_reader(path: str | Path, *, section: str | None = None, max_pixels: int | None = None) -> str | None:
+def whole_slide_reader(
+    path: str | Path, *, section: str | None = None, max_pixels: int | None = None
+) -> str | None:
     """The reader that should read ``path`` (``"tiffslide"`` / ``"openslide"``), or None for PIL.
 
     Raises :class:`CohortInputError` for a whole-slide format that no installed reader opens.
@@ -104,7 +119,9 @@ def open_whole_slide(path: str | Path, reader: str, *, section: str | None = Non
     try:
         slide = _reader_class(reader)(str(path))
     except Exception as exc:
-        raise CohortInputError(f"{reader} cannot read this whole slide: {type(exc).__name__}: {exc}", path=path, section=section) from exc
+        raise CohortInputError(
+            f"{reader} cannot read this whole slide: {type(exc).__name__}: {exc}", path=path, section=section
+        ) from exc
     try:
         yield slide
     finally:
@@ -113,7 +130,8 @@ def open_whole_slide(path: str | Path, reader: str, *, section: str | None = Non
 
 def whole_slide_um_per_px(path: str | Path, *, section: str | None = None) -> float | None:
     """µm per level-0 pixel from the slide's own metadata (``<reader>.mpp-x``), or None when the file
-    is not a whole slide or does not say. Pixels that are not square are refused: patches are squares in µm."""
+    is not a whole slide or does not say. Pixels that are not square are refused: patches are squares in µm.
+    """
     reader = whole_slide_reader(path, section=section)
     if reader is None:
         return None
@@ -126,7 +144,11 @@ def whole_slide_um_per_px(path: str | Path, *, section: str | None = None) -> fl
     if not (np.isfinite(mpp_x) and mpp_x > 0):
         return None
     if np.isfinite(mpp_y) and abs(mpp_y - mpp_x) > 0.01 * mpp_x:
-        raise CohortInputError(f"pixels are not square ({mpp_x} x {mpp_y} µm); resample the slide to square pixels first", path=path, section=section)
+        raise CohortInputError(
+            f"pixels are not square ({mpp_x} x {mpp_y} µm); resample the slide to square pixels first",
+            path=path,
+            section=section,
+        )
     return mpp_x
 
 

@@ -66,4 +66,9 @@ class AnnDataDataset(AbstractVersionedDataset[AnnData, AnnData]):
         return Path(self._get_load_path()).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath), "version": self._version, "load_args": self._load_args, "save_args": self._save_args}
+        return {
+            "filepath": str(self._filepath),
+            "version": self._version,
+            "load_args": self._load_args,
+            "save_args": self._save_args,
+        }

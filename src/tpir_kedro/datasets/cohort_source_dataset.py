@@ -20,11 +20,16 @@ from tpir_kedro.cohort.sources import Her2stDirectory, VisiumDirectory
 class Her2stDirectoryDataset(AbstractVersionedDataset[Her2stLayout, Her2stDirectory]):
     """A folder in the HER2ST layout (``ST-cnts``, ``ST-spotfiles``, ``ST-pat/lbl``, ``ST-imgs``).
 
-    Args:
-        path: the folder (the HER2ST download's ``data/`` folder, or where the demo is written).
-        image_overrides: section -> ``{file, scale}`` (``file`` relative to ``path``) for images outside ``ST-imgs``.
-        read_only: refuse to save (real downloads are never written to).
-        missing_hint: appended to the error when the folder does not exist.
+    Parameters
+    ----------
+    path
+        the folder (the HER2ST download's ``data/`` folder, or where the demo is written).
+    image_overrides
+        section -> ``{file, scale}`` (``file`` relative to ``path``) for images outside ``ST-imgs``.
+    read_only
+        refuse to save (real downloads are never written to).
+    missing_hint
+        appended to the error when the folder does not exist.
     """
 
     def __init__(

@@ -22,7 +22,9 @@ class FolderDataset(AbstractDataset[None, Path]):
         return self._path
 
     def save(self, data: None) -> None:
-        raise DatasetError(f"FolderDataset {self._path} is a working folder; nodes write inside it, never save to it")
+        raise DatasetError(
+            f"FolderDataset {self._path} is a working folder; nodes write inside it, never save to it"
+        )
 
     def _exists(self) -> bool:
         return self._path.is_dir()

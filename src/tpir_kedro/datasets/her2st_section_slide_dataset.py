@@ -25,7 +25,8 @@ from tpir_kedro.imaging.slide_source import SlideSource
 
 class Her2stSectionSlideDataset(AbstractDataset[None, SlideSource]):
     """Args: ``path`` the download's ``data/`` folder; ``section``; ``image_overrides`` as for
-    ``Her2stDirectoryDataset``; ``um_per_px`` (else estimated from the ``pitch_um`` spot pitch)."""
+    ``Her2stDirectoryDataset``; ``um_per_px`` (else estimated from the ``pitch_um`` spot pitch).
+    """
 
     def __init__(
         self,
@@ -48,8 +49,17 @@ class Her2stSectionSlideDataset(AbstractDataset[None, SlideSource]):
 
     def load(self) -> SlideSource:
         if not self._root.is_dir():
-            raise DatasetError(f"no HER2ST folder at {self._root}; set TPIR_HER2ST_DIR to the download's data/ folder")
-        return her2st_section_slide(self._root, self._section, self._image_overrides, self._um_per_px, self._pitch_um, self._max_image_pixels)
+            raise DatasetError(
+                f"no HER2ST folder at {self._root}; set TPIR_HER2ST_DIR to the download's data/ folder"
+            )
+        return her2st_section_slide(
+            self._root,
+            self._section,
+            self._image_overrides,
+            self._um_per_px,
+            self._pitch_um,
+            self._max_image_pixels,
+        )
 
     def save(self, data: None) -> None:
         raise DatasetError(f"{self._root} is a read-only HER2ST download; refusing to write into it")

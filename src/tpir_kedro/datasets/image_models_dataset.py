@@ -33,7 +33,11 @@ class ImageModelsDataset(AbstractVersionedDataset[dict, dict]):
             raise DatasetError(f"no trained image models under {self._filepath}: {TRAIN_HINT}") from exc
         if not root.is_dir():
             raise DatasetError(f"no trained image models at {root}: {TRAIN_HINT}")
-        return {d.name: PackagedImageModel.load(d) for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+        return {
+            d.name: PackagedImageModel.load(d)
+            for d in sorted(root.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+        }
 
     def save(self, data: dict[str, PackagedImageModel]) -> None:
         root = Path(self._get_save_path())

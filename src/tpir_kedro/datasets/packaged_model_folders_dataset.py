@@ -31,7 +31,9 @@ class PackagedModelFoldersDataset(AbstractVersionedDataset[None, PackagedModelFo
         return PackagedModelFolders(root)
 
     def save(self, data: None) -> None:
-        raise DatasetError("image_models@folders is read-only; `train` saves the models through `image_models`")
+        raise DatasetError(
+            "image_models@folders is read-only; `train` saves the models through `image_models`"
+        )
 
     def _exists(self) -> bool:
         try:

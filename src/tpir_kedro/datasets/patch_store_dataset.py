@@ -17,7 +17,14 @@ from tpir_kedro.imaging.tiling import TilingPlan, write_patch_store
 
 
 class PatchStoreDataset(AbstractVersionedDataset[TilingPlan, PatchStore]):
-    def __init__(self, *, path: str, version: Version | None = None, n_jobs: int = 1, metadata: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        *,
+        path: str,
+        version: Version | None = None,
+        n_jobs: int = 1,
+        metadata: dict[str, Any] | None = None,
+    ):
         super().__init__(filepath=PurePosixPath(path), version=version)
         self._n_jobs = int(n_jobs)
         self.metadata = metadata

@@ -58,7 +58,9 @@ class SlideDataset(AbstractVersionedDataset[SlideFolder, SlideSource]):
         try:
             root = Path(self._get_load_path())
         except VersionNotFoundError as exc:
-            raise DatasetError(f"no slide folder under {self._filepath}. {self._missing_hint}".strip()) from exc
+            raise DatasetError(
+                f"no slide folder under {self._filepath}. {self._missing_hint}".strip()
+            ) from exc
         if not root.is_dir():
             raise DatasetError(f"no slide folder at {root}. {self._missing_hint}".strip())
         slide = read_slide_folder(root)
@@ -78,4 +80,9 @@ class SlideDataset(AbstractVersionedDataset[SlideFolder, SlideSource]):
             return False
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._filepath), "version": self._version, "image": None if self._image is None else str(self._image), "spots": None if self._spots is None else str(self._spots)}
+        return {
+            "path": str(self._filepath),
+            "version": self._version,
+            "image": None if self._image is None else str(self._image),
+            "spots": None if self._spots is None else str(self._spots),
+        }

@@ -22,7 +22,13 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, f1_score, normalized_mutual_info_score, recall_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    f1_score,
+    normalized_mutual_info_score,
+    recall_score,
+    silhouette_score,
+)
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
 from tpir_kedro.cohort.schema import TISSUE_CLASSES, is_classified
@@ -87,19 +93,27 @@ def scib_scores(
 ) -> dict[str, float]:
     """Batch-mixing and label-conservation scores of an (n_spots, d) embedding.
 
-    Args:
-        embedding: (n_spots, d) float array.
-        batch: (n_spots,) patient of each spot (the batch).
-        labels: (n_spots,) cohort label of each spot; only the tissue classes count as labelled.
-        n_neighbors: k of the Euclidean kNN graph of the classified spots (graph connectivity,
-            kBET); each spot counts itself, as in scib.
-        seed: k-means seed (NMI/ARI).
-        lisi_neighbors: k of the all-spot graph for iLISI (perplexity k // 3). 90 as scib-metrics'
-            Benchmarker (perplexity 30, as Harmony's LISI); at 15 (perplexity 5) raw PCA of HER2ST
-            scores ~0 because a spot's nearest neighbours are nearly all from its own section.
-        kbet: compute kBET. Off by default for cost, not value: scib's kBET finds diffusion-map
-            neighbours with pynndescent and umap, whose numba JIT takes ~60 s on the first call in
-            a process on 2 CPU cores (~1 s per call after). NaN when off.
+    Parameters
+    ----------
+    embedding
+        (n_spots, d) float array.
+    batch
+        (n_spots,) patient of each spot (the batch).
+    labels
+        (n_spots,) cohort label of each spot; only the tissue classes count as labelled.
+    n_neighbors
+        k of the Euclidean kNN graph of the classified spots (graph connectivity,
+        kBET); each spot counts itself, as in scib.
+    seed
+        k-means seed (NMI/ARI).
+    lisi_neighbors
+        k of the all-spot graph for iLISI (perplexity k // 3). 90 as scib-metrics'
+        Benchmarker (perplexity 30, as Harmony's LISI); at 15 (perplexity 5) raw PCA of HER2ST
+        scores ~0 because a spot's nearest neighbours are nearly all from its own section.
+    kbet
+        compute kBET. Off by default for cost, not value: scib's kBET finds diffusion-map
+        neighbours with pynndescent and umap, whose numba JIT takes ~60 s on the first call in
+        a process on 2 CPU cores (~1 s per call after). NaN when off.
 
     Returns (higher is better unless said; NaN, with the reason logged, when not computable):
         - ``ilisi``: scaled iLISI of patients over *all* spots (scib ``ilisi_knn``, median over
@@ -124,7 +138,9 @@ def scib_scores(
     batch = np.asarray(batch).astype(str)
     labels = np.asarray(labels, dtype=object).astype(str)
     if x.ndim != 2 or len(batch) != x.shape[0] or len(labels) != x.shape[0]:
-        raise ValueError(f"embedding must be (n_spots, d) with one batch and label per spot; got {x.shape}, {batch.shape}, {labels.shape}")
+        raise ValueError(
+            f"embedding must be (n_spots, d) with one batch and label per spot; got {x.shape}, {batch.shape}, {labels.shape}"
+        )
     if not np.isfinite(x).all():
         raise ValueError("embedding has non-finite values")
     import scib_metrics  # imported here: jax + umap + numba make it slow to import
@@ -132,10 +148,16 @@ def scib_scores(
     classified = is_classified(labels)
     xc, bc, lc = x[classified], batch[classified], labels[classified]
     n_batches, n_batches_c, n_classes = len(np.unique(batch)), len(np.unique(bc)), len(np.unique(lc))
-    scores: dict[str, float] = {"n_spots": float(len(x)), "n_classified": float(len(xc)), "n_batches": float(n_batches)}
+    scores: dict[str, float] = {
+        "n_spots": float(len(x)),
+        "n_classified": float(len(xc)),
+        "n_batches": float(n_batches),
+    }
 
     nn_all = _knn(x, lisi_neighbors) if len(x) >= 3 else None
-    no_lisi = "fewer than two batches" if n_batches < 2 else "fewer than three spots" if nn_all is None else None
+    no_lisi = (
+        "fewer than two batches" if n_batches < 2 else "fewer than three spots" if nn_all is None else None
+    )
     _set(scores, "ilisi", no_lisi, lambda: scib_metrics.ilisi_knn(nn_all, batch))
 
     nn_c = _knn(xc, n_neighbors) if len(xc) >= 3 else None
@@ -147,18 +169,35 @@ def scib_scores(
     mixed = [c for c in np.unique(lc) if len(np.unique(bc[lc == c])) > 1]
     no_mixed = "no class is present in two batches" if not mixed else None
     off = None if kbet else "not requested (kbet=False)"
-    _set(scores, "kbet", off or few or one_batch or no_mixed, lambda: scib_metrics.kbet_per_label(nn_c, bc, lc))
+    _set(
+        scores, "kbet", off or few or one_batch or no_mixed, lambda: scib_metrics.kbet_per_label(nn_c, bc, lc)
+    )
     _set(scores, "bras", few or one_batch or no_mixed, lambda: scib_metrics.bras(xc, lc, bc))
-    _set(scores, "silhouette_batch", few or one_batch or no_mixed, lambda: scib_metrics.silhouette_batch(xc, lc, bc))
+    _set(
+        scores,
+        "silhouette_batch",
+        few or one_batch or no_mixed,
+        lambda: scib_metrics.silhouette_batch(xc, lc, bc),
+    )
     _set(scores, "graph_connectivity", few, lambda: scib_metrics.graph_connectivity(nn_c, lc))
-    _set(scores, "silhouette_label", few or one_class or every_own, lambda: scib_metrics.silhouette_label(xc, lc))
+    _set(
+        scores,
+        "silhouette_label",
+        few or one_class or every_own,
+        lambda: scib_metrics.silhouette_label(xc, lc),
+    )
 
     @functools.cache
     def clusters() -> np.ndarray:  # one k-means for both NMI and ARI
         return KMeans(n_clusters=n_classes, n_init=10, random_state=seed).fit_predict(xc)
 
     not_clusterable = few or one_class or every_own
-    _set(scores, "nmi", not_clusterable, lambda: normalized_mutual_info_score(lc, clusters(), average_method="arithmetic"))
+    _set(
+        scores,
+        "nmi",
+        not_clusterable,
+        lambda: normalized_mutual_info_score(lc, clusters(), average_method="arithmetic"),
+    )
     _set(scores, "ari", not_clusterable, lambda: adjusted_rand_score(lc, clusters()))
     every_own_batch = "every classified spot is its own batch" if n_batches_c >= len(xc) else None
     _set(scores, "silhouette_patient", few or one_batch or every_own_batch, lambda: silhouette_score(xc, bc))
@@ -203,7 +242,9 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
     y_true = np.asarray(y_true, dtype=object).astype(str)
     y_pred = np.asarray(y_pred, dtype=object).astype(str)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(f"y_true and y_pred must be (n,) arrays of one length; got {y_true.shape} and {y_pred.shape}")
+        raise ValueError(
+            f"y_true and y_pred must be (n,) arrays of one length; got {y_true.shape} and {y_pred.shape}"
+        )
     out = {"accuracy": np.nan, "macro_f1": np.nan, "balanced_accuracy": np.nan}
     if len(y_true) == 0:
         return out
@@ -211,11 +252,19 @@ def classification_metrics(y_true, y_pred) -> dict[str, float]:
     present = [c for c in TISSUE_CLASSES if c in set(y_true)]
     if present:
         out["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
-        out["balanced_accuracy"] = float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+        out["balanced_accuracy"] = float(
+            recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+        )
     return out
 
 
-def _fold_row(fold: str, held_out: str, y_train: np.ndarray, y_test: np.ndarray, predict: Callable[[], np.ndarray] | None) -> dict:
+def _fold_row(
+    fold: str,
+    held_out: str,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    predict: Callable[[], np.ndarray] | None,
+) -> dict:
     """One per-fold row; ``predict()`` gives the test predictions (called only when both sides have spots)."""
     row = {
         "fold": fold,
@@ -228,7 +277,11 @@ def _fold_row(fold: str, held_out: str, y_train: np.ndarray, y_test: np.ndarray,
         "classes_absent": classes_absent(y_test),
     }
     if len(y_test) == 0 or len(y_train) == 0 or predict is None:
-        logger.warning("fold %s: no classified spot in the %s; metrics are NaN", fold, "held-out patient" if len(y_test) == 0 else "training patients")
+        logger.warning(
+            "fold %s: no classified spot in the %s; metrics are NaN",
+            fold,
+            "held-out patient" if len(y_test) == 0 else "training patients",
+        )
         return row
     row.update(classification_metrics(y_test, predict()))
     return row
@@ -243,17 +296,23 @@ def lopo_knn_transfer(
 ) -> pd.DataFrame:
     """Per-fold kNN label transfer from the training patients to the held-out patient.
 
-    Args:
-        embeddings: fold key -> (n_obs, d) embedding of *all* spots of ``obs`` (row-aligned) by that
-            fold's model, fitted on its training patients.
-        obs: cohort obs (``patient``, ``label``), n_obs rows.
-        folds: the fold table (:func:`tpir_kedro.evaluation.folds.patient_folds`).
-        k: neighbours (lowered to the number of training spots when fewer).
+    Parameters
+    ----------
+    embeddings
+        fold key -> (n_obs, d) embedding of *all* spots of ``obs`` (row-aligned) by that
+        fold's model, fitted on its training patients.
+    obs
+        cohort obs (``patient``, ``label``), n_obs rows.
+    folds
+        the fold table (:func:`tpir_kedro.evaluation.folds.patient_folds`).
+    k
+        neighbours (lowered to the number of training spots when fewer).
 
     Classifier: ``KNeighborsClassifier(k, metric='euclidean', weights='uniform')`` fitted on the
     training patients' classified spots, predicting the held-out patient's classified spots.
 
-    Returns:
+    Returns
+    -------
         One row per fold (fold-table order): ``fold, held_out_patient, n_train, n_test, accuracy,
         macro_f1, balanced_accuracy, classes_absent``. Macro-F1 and balanced accuracy are over the
         tissue classes present in the held-out patient's true labels; ``classes_absent`` is the
@@ -270,7 +329,9 @@ def lopo_knn_transfer(
         held_out, train, test = _fold_spots(obs, folds, fold)
 
         def predict(emb=emb, train=train, test=test):
-            clf = KNeighborsClassifier(n_neighbors=min(k, int(train.sum())), metric=KNN_METRIC, weights=KNN_WEIGHTS)
+            clf = KNeighborsClassifier(
+                n_neighbors=min(k, int(train.sum())), metric=KNN_METRIC, weights=KNN_WEIGHTS
+            )
             return clf.fit(emb[train], labels[train]).predict(emb[test])
 
         rows.append(_fold_row(fold, held_out, labels[train], labels[test], predict))
@@ -279,7 +340,8 @@ def lopo_knn_transfer(
 
 def majority_transfer(obs: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     """The floor of :func:`lopo_knn_transfer`: every held-out spot gets the training patients' most
-    frequent tissue class (ties: the first in ``TISSUE_CLASSES`` order). Same columns."""
+    frequent tissue class (ties: the first in ``TISSUE_CLASSES`` order). Same columns.
+    """
     rows = []
     labels = obs["label"].astype(str).to_numpy()
     for fold in _fold_order(folds):
@@ -287,7 +349,11 @@ def majority_transfer(obs: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
         y_train = labels[train]
         counts = {c: int((y_train == c).sum()) for c in TISSUE_CLASSES}
         majority = max(TISSUE_CLASSES, key=lambda c: counts[c])  # max keeps the first of equal counts
-        rows.append(_fold_row(fold, held_out, y_train, labels[test], lambda n=int(test.sum()), m=majority: np.full(n, m)))
+        rows.append(
+            _fold_row(
+                fold, held_out, y_train, labels[test], lambda n=int(test.sum()), m=majority: np.full(n, m)
+            )
+        )
     return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
 
 
@@ -308,7 +374,9 @@ def summarise_transfer(per_fold: pd.DataFrame, prefix: str = "lopo_knn") -> dict
     return out
 
 
-def paired_fold_differences(per_fold_a: pd.DataFrame, per_fold_b: pd.DataFrame, metric: str = "macro_f1") -> dict:
+def paired_fold_differences(
+    per_fold_a: pd.DataFrame, per_fold_b: pd.DataFrame, metric: str = "macro_f1"
+) -> dict:
     """Per-fold comparison of two models' transfer tables, matched on ``fold`` (folds where either is NaN dropped).
 
     Returns ``metric``, ``n_folds`` (matched), ``n_a_better`` (folds with a > b), ``n_b_better``,
@@ -317,11 +385,17 @@ def paired_fold_differences(per_fold_a: pd.DataFrame, per_fold_b: pd.DataFrame, 
     """
     for name, table in (("first", per_fold_a), ("second", per_fold_b)):
         if table["fold"].duplicated().any():
-            raise ValueError(f"paired differences: the {name} table has several rows for fold(s) {sorted(table.loc[table['fold'].duplicated(), 'fold'])}")
+            raise ValueError(
+                f"paired differences: the {name} table has several rows for fold(s) {sorted(table.loc[table['fold'].duplicated(), 'fold'])}"
+            )
     unmatched = set(per_fold_a["fold"]) ^ set(per_fold_b["fold"])
     if unmatched:
-        logger.warning("paired differences: folds %s are in only one table and are left out", sorted(unmatched))
-    d = paired_difference(per_fold_a.set_index("fold")[metric].astype(float), per_fold_b.set_index("fold")[metric].astype(float))
+        logger.warning(
+            "paired differences: folds %s are in only one table and are left out", sorted(unmatched)
+        )
+    d = paired_difference(
+        per_fold_a.set_index("fold")[metric].astype(float), per_fold_b.set_index("fold")[metric].astype(float)
+    )
     return {
         "metric": metric,
         "n_folds": d["n_folds"],

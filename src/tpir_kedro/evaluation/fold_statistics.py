@@ -22,7 +22,8 @@ CONFIDENCE = 0.95
 
 def fold_means(results: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
     """One row per ``keys`` x held-out patient: each metric averaged over that fold's seeds
-    (NaNs skipped), with ``n_seeds`` the number of seed rows averaged."""
+    (NaNs skipped), with ``n_seeds`` the number of seed rows averaged.
+    """
     keys = list(keys)
     grouped = results.groupby([*keys, FOLD], dropna=False, sort=True)
     means = grouped[list(metrics)].mean()

@@ -18,7 +18,7 @@ def fold_key(held_out_patient: str) -> str:
 
 
 def sections_as_patients(obs: pd.DataFrame, sections: list[str] | None) -> pd.DataFrame:
-    """obs where each of ``sections`` is its own (pseudo-)patient, named after the section.
+    """Obs where each of ``sections`` is its own (pseudo-)patient, named after the section.
 
     For a section-level hold-out (test one section, train on the rest of its patient too). This
     deliberately breaks the patient rule for that fold -- the other sections of the same tumour are
@@ -69,9 +69,12 @@ def _names(value) -> list[str]:
 def patient_folds(obs: pd.DataFrame, held_out: list[str] | None = None) -> pd.DataFrame:
     """Long fold table: one row per (fold, patient) with its ``role`` (train/test) and spot counts.
 
-    Args:
-        obs: cohort obs with ``patient``, ``label``, ``has_image``.
-        held_out: patients to hold out, one fold each; None means every patient (full LOPO).
+    Parameters
+    ----------
+    obs
+        cohort obs with ``patient``, ``label``, ``has_image``.
+    held_out
+        patients to hold out, one fold each; None means every patient (full LOPO).
     """
     patients = sorted(obs["patient"].astype(str).unique())
     if len(patients) < 2:
@@ -92,7 +95,15 @@ def patient_folds(obs: pd.DataFrame, held_out: list[str] | None = None) -> pd.Da
     rows = []
     for test in held_out:
         for patient in patients:
-            rows.append({"fold": fold_key(test), "held_out_patient": test, "patient": patient, "role": "test" if patient == test else "train", **stats.loc[patient].to_dict()})
+            rows.append(
+                {
+                    "fold": fold_key(test),
+                    "held_out_patient": test,
+                    "patient": patient,
+                    "role": "test" if patient == test else "train",
+                    **stats.loc[patient].to_dict(),
+                }
+            )
     table = pd.DataFrame(rows)
     return table.astype({"n_spots": int, "n_labelled": int, "n_with_image": int})
 

@@ -142,7 +142,9 @@ def _logistic_pipeline(C: float, seed: int, max_iter: int) -> Pipeline:
     return make_pipeline(Standardiser(), lr)
 
 
-def _fit_counting_convergence(pipeline: Pipeline, x: np.ndarray, y: np.ndarray, not_converged: list[int]) -> Pipeline:
+def _fit_counting_convergence(
+    pipeline: Pipeline, x: np.ndarray, y: np.ndarray, not_converged: list[int]
+) -> Pipeline:
     """Fit, counting (in ``not_converged``) instead of printing lbfgs's max_iter warnings."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -165,7 +167,13 @@ def _inner_split_skip_reason(y_fit: np.ndarray, y_score: np.ndarray) -> str | No
 
 
 def _inner_lopo_scores(
-    x: np.ndarray, y: np.ndarray, groups: np.ndarray, Cs: Sequence[float], seed: int, max_iter: int, not_converged: list[int]
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    Cs: Sequence[float],
+    seed: int,
+    max_iter: int,
+    not_converged: list[int],
 ) -> dict[float, float]:
     """C -> mean macro-F1 over the inner splits (each training patient held out in turn) that can be scored.
 
@@ -183,7 +191,9 @@ def _inner_lopo_scores(
         # problem is convex, so each fit ends where a cold one would, in far fewer iterations.
         scaler = Standardiser().fit(x[~held])
         x_fit, x_score = scaler.transform(x[~held]), scaler.transform(x[held])
-        lr = LogisticRegression(l1_ratio=0.0, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=True)
+        lr = LogisticRegression(
+            l1_ratio=0.0, solver="lbfgs", max_iter=max_iter, random_state=seed, warm_start=True
+        )
         for C in sorted(Cs):
             _fit_counting_convergence(lr.set_params(C=C), x_fit, y[~held], not_converged)
             per_c[C].append(classification_metrics(y[held], lr.predict(x_score))["macro_f1"])
@@ -209,21 +219,29 @@ def fit_logistic_probe(
 ) -> LogisticProbe:
     """L2 multinomial logistic regression on standardised features, C by inner leave-one-patient-out.
 
-    Args:
-        x: (n, d) raw features of the training spots (all classified).
-        y: (n,) their tissue classes; at least two distinct.
-        groups: (n,) their patients. Each patient is held out in turn; every C in ``Cs`` is fitted
-            on the rest (standardisation included) and scored by macro-F1 over the classes present
-            in the held-out patient; the C of the highest mean wins (ties: the smallest C).
-        Cs: candidate inverse penalties, each > 0.
-        seed: passed to the estimator (lbfgs itself is deterministic).
-        max_iter: lbfgs iterations; fits that stop there are counted and logged once.
+    Parameters
+    ----------
+    x
+        (n, d) raw features of the training spots (all classified).
+    y
+        (n,) their tissue classes; at least two distinct.
+    groups
+        (n,) their patients. Each patient is held out in turn; every C in ``Cs`` is fitted
+        on the rest (standardisation included) and scored by macro-F1 over the classes present
+        in the held-out patient; the C of the highest mean wins (ties: the smallest C).
+    Cs
+        candidate inverse penalties, each > 0.
+    seed
+        passed to the estimator (lbfgs itself is deterministic).
+    max_iter
+        lbfgs iterations; fits that stop there are counted and logged once.
 
     With fewer than two training patients, or when no inner split can be scored (each one's
     training side has a single class, or its held-out patient has no tissue class), C falls back
     to ``FALLBACK_C`` = 1.0, and the reason is logged.
 
-    Returns:
+    Returns
+    -------
         :class:`LogisticProbe` refitted on all of ``x`` with the chosen C: ``predict``,
         ``predict_proba``, ``classes_``, ``chosen_C``, ``inner_scores`` (C -> score),
         ``inner_patients``.
@@ -232,9 +250,13 @@ def fit_logistic_probe(
     y = np.asarray(y, dtype=object).astype(str)
     groups = np.asarray(groups, dtype=object).astype(str)
     if x.ndim != 2 or len(y) != x.shape[0] or len(groups) != x.shape[0]:
-        raise ValueError(f"x must be (n, d) with one label and group per row; got {x.shape}, {y.shape}, {groups.shape}")
+        raise ValueError(
+            f"x must be (n, d) with one label and group per row; got {x.shape}, {y.shape}, {groups.shape}"
+        )
     if len(np.unique(y)) < 2:
-        raise ValueError(f"a logistic probe needs at least two classes; the training spots have {sorted(set(y))}")
+        raise ValueError(
+            f"a logistic probe needs at least two classes; the training spots have {sorted(set(y))}"
+        )
     Cs = tuple(float(C) for C in Cs)
     if not Cs or min(Cs) <= 0:
         raise ValueError(f"Cs must be a non-empty sequence of positive numbers; got {Cs}")
@@ -252,8 +274,15 @@ def fit_logistic_probe(
         chosen = FALLBACK_C
     pipeline = _fit_counting_convergence(_logistic_pipeline(chosen, seed, max_iter), x, y, not_converged)
     if not_converged:
-        logger.warning("logistic probe: %d fit(s) stopped at max_iter=%d before converging", len(not_converged), max_iter)
-    return LogisticProbe(pipeline=pipeline, chosen_C=chosen, inner_scores=scores, inner_patients=patients if len(patients) > 1 else ())
+        logger.warning(
+            "logistic probe: %d fit(s) stopped at max_iter=%d before converging", len(not_converged), max_iter
+        )
+    return LogisticProbe(
+        pipeline=pipeline,
+        chosen_C=chosen,
+        inner_scores=scores,
+        inner_patients=patients if len(patients) > 1 else (),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,7 +308,9 @@ def fit_knn_probe(x: np.ndarray, y: np.ndarray, k: int = 15) -> Pipeline:
         raise ValueError(f"x must be (n >= 1, d) with one label per row; got {x.shape}, {y.shape}")
     if k < 1:
         raise ValueError(f"k must be >= 1; got {k}")
-    knn = KNeighborsClassifier(n_neighbors=min(k, x.shape[0]), metric=KNN_METRIC, weights="uniform", algorithm="brute")
+    knn = KNeighborsClassifier(
+        n_neighbors=min(k, x.shape[0]), metric=KNN_METRIC, weights="uniform", algorithm="brute"
+    )
     return make_pipeline(Standardiser(), knn).fit(x, y)
 
 
@@ -293,13 +324,17 @@ def _check_cohort_arrays(features, labels, patients) -> tuple[np.ndarray, np.nda
     y = np.asarray(labels, dtype=object).astype(str)
     p = np.asarray(patients, dtype=object).astype(str)
     if x.ndim != 2 or len(y) != x.shape[0] or len(p) != x.shape[0]:
-        raise ValueError(f"features must be (n, d) with one label and patient per row; got {x.shape}, {y.shape}, {p.shape}")
+        raise ValueError(
+            f"features must be (n, d) with one label and patient per row; got {x.shape}, {y.shape}, {p.shape}"
+        )
     if not np.isfinite(x).all():
         raise ValueError("features have non-finite values")
     return x, y, p
 
 
-def fold_masks(labels: np.ndarray, patients: np.ndarray, held_out_patient: str) -> tuple[np.ndarray, np.ndarray]:
+def fold_masks(
+    labels: np.ndarray, patients: np.ndarray, held_out_patient: str
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) boolean (n,) masks: classified spots of the other patients / of the held-out one."""
     classified = is_classified(labels)
     held = np.asarray(patients, dtype=object).astype(str) == str(held_out_patient)
@@ -331,16 +366,30 @@ def fit_fold_probes(
     for name in probes:
         n_classes = len(np.unique(y[train]))
         if n_classes == 0 or (name == "logistic" and n_classes < 2):
-            logger.warning("held out %s: %s probe not fitted: %d class(es) among training spots", held_out_patient, name, n_classes)
+            logger.warning(
+                "held out %s: %s probe not fitted: %d class(es) among training spots",
+                held_out_patient,
+                name,
+                n_classes,
+            )
             fitted[name] = None
         elif name == "logistic":
-            fitted[name] = fit_logistic_probe(x[train], y[train], p[train], Cs=Cs, seed=seed, max_iter=max_iter)
+            fitted[name] = fit_logistic_probe(
+                x[train], y[train], p[train], Cs=Cs, seed=seed, max_iter=max_iter
+            )
         else:
             fitted[name] = fit_knn_probe(x[train], y[train], k=k)
     return fitted
 
 
-def _probe_row(probe: str, held_out: str, y_train: np.ndarray, y_test: np.ndarray, y_pred: np.ndarray | None, chosen_C: float) -> dict:
+def _probe_row(
+    probe: str,
+    held_out: str,
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    y_pred: np.ndarray | None,
+    chosen_C: float,
+) -> dict:
     """One row of ``PROBE_COLUMNS``; NaN metrics (logged) when there is nothing to score."""
     row = {
         "probe": probe,
@@ -357,7 +406,11 @@ def _probe_row(probe: str, held_out: str, y_train: np.ndarray, y_test: np.ndarra
         if len(y_test) == 0:
             why = "no classified spot in the held-out patient"
         else:
-            why = "no classified spot in the training patients" if len(y_train) == 0 else "the probe could not be fitted"
+            why = (
+                "no classified spot in the training patients"
+                if len(y_train) == 0
+                else "the probe could not be fitted"
+            )
         logger.warning("held out %s: %s metrics are NaN: %s", held_out, probe, why)
         return row
     row.update(classification_metrics(y_test, y_pred))
@@ -377,14 +430,22 @@ def confusion_long(probe: str, held_out: str, y_true: np.ndarray, y_pred: np.nda
     if not classes:
         return pd.DataFrame(columns=list(CONFUSION_COLUMNS))
     matrix = confusion_matrix(y_true, y_pred, labels=classes)
-    rows = [(probe, str(held_out), t, pr, int(matrix[i, j])) for i, t in enumerate(classes) for j, pr in enumerate(classes)]
+    rows = [
+        (probe, str(held_out), t, pr, int(matrix[i, j]))
+        for i, t in enumerate(classes)
+        for j, pr in enumerate(classes)
+    ]
     return pd.DataFrame(rows, columns=list(CONFUSION_COLUMNS))
 
 
 def _log_absent(held_out: str, y_test: np.ndarray) -> None:
     absent = classes_absent(y_test)
     if absent:
-        logger.info("held-out patient %s has no %s spot (scored over the classes it has)", held_out, absent.replace(";", " / "))
+        logger.info(
+            "held-out patient %s has no %s spot (scored over the classes it has)",
+            held_out,
+            absent.replace(";", " / "),
+        )
 
 
 def evaluate_probes(
@@ -400,17 +461,25 @@ def evaluate_probes(
 ) -> tuple[list[dict], pd.DataFrame]:
     """Fit each probe on the other patients' classified spots and score it on ``held_out_patient``'s.
 
-    Args:
-        features: (n, d) frozen image features of every spot of the cohort that has an image.
-        labels: (n,) cohort labels (tissue classes, 'undetermined', 'unlabelled'); only tissue
-            classes are fitted or scored.
-        patients: (n,) patient of each spot.
-        held_out_patient: the fold's test patient. Neither its labels nor its features are used
-            to fit anything.
-        probes: any of ``PROBES`` ("logistic", "knn").
-        Cs, seed, max_iter: :func:`fit_logistic_probe`. k: :func:`fit_knn_probe`.
+    Parameters
+    ----------
+    features
+        (n, d) frozen image features of every spot of the cohort that has an image.
+    labels
+        (n,) cohort labels (tissue classes, 'undetermined', 'unlabelled'); only tissue
+        classes are fitted or scored.
+    patients
+        (n,) patient of each spot.
+    held_out_patient
+        the fold's test patient. Neither its labels nor its features are used
+        to fit anything.
+    probes
+        any of ``PROBES`` ("logistic", "knn").
+    Cs, seed, max_iter
+        :func:`fit_logistic_probe`. k: :func:`fit_knn_probe`.
 
-    Returns:
+    Returns
+    -------
         rows: one dict per probe, keys ``PROBE_COLUMNS``: ``probe, held_out_patient, n_train,
             n_test, accuracy, macro_f1, balanced_accuracy, classes_absent, chosen_C`` (NaN for
             knn). Macro-F1 and balanced accuracy over the classes present in the held-out
@@ -420,15 +489,21 @@ def evaluate_probes(
     x, y, p = _check_cohort_arrays(features, labels, patients)
     train, test = fold_masks(y, p, held_out_patient)
     _log_absent(held_out_patient, y[test])
-    fitted = fit_fold_probes(x, y, p, held_out_patient, probes=probes, Cs=Cs, k=k, seed=seed, max_iter=max_iter)
+    fitted = fit_fold_probes(
+        x, y, p, held_out_patient, probes=probes, Cs=Cs, k=k, seed=seed, max_iter=max_iter
+    )
     rows, tables = [], []
     for name in probes:
         probe = fitted[name]
         y_pred = probe.predict(x[test]) if probe is not None and test.any() else None
-        rows.append(_probe_row(name, held_out_patient, y[train], y[test], y_pred, getattr(probe, "chosen_C", np.nan)))
+        rows.append(
+            _probe_row(name, held_out_patient, y[train], y[test], y_pred, getattr(probe, "chosen_C", np.nan))
+        )
         if y_pred is not None:
             tables.append(confusion_long(name, held_out_patient, y[test], y_pred))
-    confusion = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(CONFUSION_COLUMNS))
+    confusion = (
+        pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(CONFUSION_COLUMNS))
+    )
     return rows, confusion
 
 

@@ -30,19 +30,37 @@ def her2st_section_slide(
     """Section ``section`` under ``root``; µm/px is ``um_per_px`` or estimated from the spot pitch."""
     (found,) = discover_her2st_sections(root, [section], image_overrides)
     if found.image_path is None:
-        raise CohortInputError("section has no image in this download; name one in image_overrides", path=Path(root) / "ST-imgs", section=section)
-    options = ReadOptions(um_per_px={} if um_per_px is None else {section: float(um_per_px)}, pitch_um=pitch_um, max_image_pixels=max_image_pixels)
+        raise CohortInputError(
+            "section has no image in this download; name one in image_overrides",
+            path=Path(root) / "ST-imgs",
+            section=section,
+        )
+    options = ReadOptions(
+        um_per_px={} if um_per_px is None else {section: float(um_per_px)},
+        pitch_um=pitch_um,
+        max_image_pixels=max_image_pixels,
+    )
     obs = read_her2st_section(found, options).obs
-    report_source = "configured" if um_per_px is not None else f"estimated from the {pitch_um:g} µm spot pitch"
+    report_source = (
+        "configured" if um_per_px is not None else f"estimated from the {pitch_um:g} µm spot pitch"
+    )
     spot_ids = obs["spot_id"].astype(str).to_numpy()
     labels = obs["label"].astype(str)
     return SlideSource(
         name=section,
         image_path=found.image_path,
         um_per_px=float(obs["um_per_px"].iloc[0]),
-        spots=pd.DataFrame({"spot_id": spot_ids, "pixel_x": obs["pixel_x"].to_numpy(float), "pixel_y": obs["pixel_y"].to_numpy(float)}),
+        spots=pd.DataFrame(
+            {
+                "spot_id": spot_ids,
+                "pixel_x": obs["pixel_x"].to_numpy(float),
+                "pixel_y": obs["pixel_y"].to_numpy(float),
+            }
+        ),
         spots_path=found.spots_path,
-        labels=None if found.labels_path is None else pd.Series(labels.to_numpy(), index=spot_ids, name="label"),
+        labels=None
+        if found.labels_path is None
+        else pd.Series(labels.to_numpy(), index=spot_ids, name="label"),
         patient=found.patient,
         description=(
             f"real HER2ST section {section}: image {found.image_path.name} (scale {found.image_scale:g} of the spot file's frame), "

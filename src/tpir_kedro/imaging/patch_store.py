@@ -40,7 +40,9 @@ class PatchStore:
         try:
             patches = np.load(path / PATCHES_FILE, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:  # e.g. numpy's bare "mmap length is greater than file size"
-            raise ValueError(f"patch store {path} is unreadable: {PATCHES_FILE} is truncated or not a NumPy array ({exc})") from exc
+            raise ValueError(
+                f"patch store {path} is unreadable: {PATCHES_FILE} is truncated or not a NumPy array ({exc})"
+            ) from exc
         index = pd.read_csv(path / INDEX_FILE, index_col="obs_name", dtype={"patient": str, "section": str})
         meta = json.loads((path / META_FILE).read_text())
         if len(index) != len(patches) or patches.shape[1:] != (meta["size_px"], meta["size_px"], 3):

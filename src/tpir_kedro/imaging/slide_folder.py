@@ -20,7 +20,9 @@ def read_slide_folder(root: str | Path) -> SlideSource:
         sidecar = json.loads(sidecar_path.read_text())
         name, image = str(sidecar["name"]), root / sidecar["image"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise CohortInputError(f"slide sidecar is unreadable or lacks 'name'/'image': {exc}", path=sidecar_path) from exc
+        raise CohortInputError(
+            f"slide sidecar is unreadable or lacks 'name'/'image': {exc}", path=sidecar_path
+        ) from exc
     spots_path = root / sidecar["spots"] if sidecar.get("spots") else None
     labels_path = root / sidecar["labels"] if sidecar.get("labels") else None
     um_per_px = sidecar.get("um_per_px")

@@ -23,7 +23,8 @@ SPOT_COLUMNS = ("spot_id", "pixel_x", "pixel_y")
 class SlideSource:
     """What ``predict`` reads. Nothing but the spot and label tables is loaded until tiling.
 
-    Attributes:
+    Attributes
+    ----------
         name: a short name for reports (e.g. the section).
         image_path: the H&E image.
         um_per_px: µm per full-resolution pixel, or None when the source does not say.
@@ -44,7 +45,7 @@ class SlideSource:
     patient: str | None = None
 
     def with_scale(self, um_per_px: float | None) -> SlideSource:
-        """This slide at ``um_per_px`` when given, else at its own scale; raises when neither is known."""
+        """The same slide at ``um_per_px`` when given, else at its own scale; raises when neither is known."""
         scale = self.um_per_px if um_per_px is None else float(um_per_px)
         if scale is None or not np.isfinite(scale) or scale <= 0:
             raise CohortInputError(
@@ -62,20 +63,38 @@ def read_spot_table(path: str | Path, section: str | None = None) -> pd.DataFram
     table = _read_csv(path, section, "spot coordinates")
     missing = [c for c in ("pixel_x", "pixel_y") if c not in table.columns]
     if missing:
-        raise CohortInputError(f"spot file lacks column(s) {missing}; it has {list(table.columns)[:8]}", path=path, section=section)
+        raise CohortInputError(
+            f"spot file lacks column(s) {missing}; it has {list(table.columns)[:8]}",
+            path=path,
+            section=section,
+        )
     if "spot_id" not in table.columns:
         table["spot_id"] = [f"spot{i}" for i in range(len(table))]
     table["spot_id"] = table["spot_id"].astype(str)
     coordinates = table[["pixel_x", "pixel_y"]].apply(pd.to_numeric, errors="coerce")
     bad = coordinates.isna().any(axis=1)
     if bad.any():
-        raise CohortInputError(f"{int(bad.sum())} spot(s) have missing or non-numeric pixel_x/pixel_y (e.g. {table.loc[bad, 'spot_id'].head(3).tolist()})", path=path, section=section)
+        raise CohortInputError(
+            f"{int(bad.sum())} spot(s) have missing or non-numeric pixel_x/pixel_y (e.g. {table.loc[bad, 'spot_id'].head(3).tolist()})",
+            path=path,
+            section=section,
+        )
     repeated = table["spot_id"][table["spot_id"].duplicated()]
     if len(repeated):
-        raise CohortInputError(f"{len(repeated)} spot id(s) appear more than once (e.g. {repeated.head(3).tolist()})", path=path, section=section)
+        raise CohortInputError(
+            f"{len(repeated)} spot id(s) appear more than once (e.g. {repeated.head(3).tolist()})",
+            path=path,
+            section=section,
+        )
     if table.empty:
         raise CohortInputError("spot file has no rows", path=path, section=section)
-    return pd.DataFrame({"spot_id": table["spot_id"].to_numpy(), "pixel_x": coordinates["pixel_x"].to_numpy(float), "pixel_y": coordinates["pixel_y"].to_numpy(float)})
+    return pd.DataFrame(
+        {
+            "spot_id": table["spot_id"].to_numpy(),
+            "pixel_x": coordinates["pixel_x"].to_numpy(float),
+            "pixel_y": coordinates["pixel_y"].to_numpy(float),
+        }
+    )
 
 
 def read_label_table(path: str | Path, section: str | None = None) -> pd.Series:
@@ -84,8 +103,14 @@ def read_label_table(path: str | Path, section: str | None = None) -> pd.Series:
     table = _read_csv(path, section, "label")
     missing = [c for c in ("spot_id", "label") if c not in table.columns]
     if missing:
-        raise CohortInputError(f"label file lacks column(s) {missing}; it has {list(table.columns)[:8]}", path=path, section=section)
-    labels = pd.Series(table["label"].astype(str).to_numpy(), index=table["spot_id"].astype(str).to_numpy(), name="label")
+        raise CohortInputError(
+            f"label file lacks column(s) {missing}; it has {list(table.columns)[:8]}",
+            path=path,
+            section=section,
+        )
+    labels = pd.Series(
+        table["label"].astype(str).to_numpy(), index=table["spot_id"].astype(str).to_numpy(), name="label"
+    )
     return labels[~labels.index.duplicated()]
 
 
@@ -108,6 +133,8 @@ def _read_csv(path: Path, section: str | None, what: str) -> pd.DataFrame:
         raise CohortInputError(f"{what} file does not exist", path=path, section=section)
     try:
         # Spot ids stay text: "007" is not the number 7.
-        return pd.read_csv(path, sep="\t" if path.suffix.lower() in (".tsv", ".txt") else ",", dtype={"spot_id": str})
+        return pd.read_csv(
+            path, sep="\t" if path.suffix.lower() in (".tsv", ".txt") else ",", dtype={"spot_id": str}
+        )
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise CohortInputError(f"{what} file is unreadable: {exc}", path=path, section=section) from exc

@@ -27,7 +27,9 @@ class Thumbnail:
         return self.rgb.shape[1] / self.full_size[0], self.rgb.shape[0] / self.full_size[1]
 
 
-def slide_thumbnail(path: str | Path, max_side: int, *, section: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Thumbnail:
+def slide_thumbnail(
+    path: str | Path, max_side: int, *, section: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Thumbnail:
     """The image at ``path`` shrunk to at most ``max_side`` px a side (aspect kept; never enlarged).
 
     JPEGs are decoded at a reduced draft scale first, and whole slides read from their pyramid, so

@@ -61,7 +61,9 @@ class TilingPlan:
         return sum(len(s.obs_names) for s in self.sections)
 
 
-def plan_tiling(cohort: AnnData, size_um: float, size_px: int, max_image_pixels: int = DEFAULT_MAX_PIXELS) -> TilingPlan:
+def plan_tiling(
+    cohort: AnnData, size_um: float, size_px: int, max_image_pixels: int = DEFAULT_MAX_PIXELS
+) -> TilingPlan:
     """Group the cohort's spots by section image; sections without an image are listed, not tiled."""
     if size_um <= 0 or size_px <= 0:
         raise ValueError(f"patch size must be positive, got {size_um} µm and {size_px} px")
@@ -74,7 +76,11 @@ def plan_tiling(cohort: AnnData, size_um: float, size_px: int, max_image_pixels:
             continue
         um_per_px = float(spots["um_per_px"].iloc[0])
         if not np.isfinite(um_per_px) or um_per_px <= 0:
-            raise CohortInputError("image has no valid µm/px; set it in the configuration", section=str(name), path=report["image_path"])
+            raise CohortInputError(
+                "image has no valid µm/px; set it in the configuration",
+                section=str(name),
+                path=report["image_path"],
+            )
         sections.append(
             SectionTiles(
                 section=str(name),
@@ -86,11 +92,28 @@ def plan_tiling(cohort: AnnData, size_um: float, size_px: int, max_image_pixels:
             )
         )
     if without:
-        logger.info("tiling skips %d section(s) without an image (gene side only): %s", len(without), ", ".join(without))
-    return TilingPlan(size_um=float(size_um), size_px=int(size_px), sections=tuple(sections), sections_without_image=tuple(without), max_image_pixels=max_image_pixels)
+        logger.info(
+            "tiling skips %d section(s) without an image (gene side only): %s",
+            len(without),
+            ", ".join(without),
+        )
+    return TilingPlan(
+        size_um=float(size_um),
+        size_px=int(size_px),
+        sections=tuple(sections),
+        sections_without_image=tuple(without),
+        max_image_pixels=max_image_pixels,
+    )
 
 
-def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndarray, max_image_pixels: int = DEFAULT_MAX_PIXELS, threads: int = 1) -> tuple[np.ndarray, dict]:
+def tile_section(
+    tiles: SectionTiles,
+    size_um: float,
+    size_px: int,
+    out: np.ndarray,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    threads: int = 1,
+) -> tuple[np.ndarray, dict]:
     """Cut one section's patches into ``out`` ((n, size_px, size_px, 3) uint8, written in place).
 
     Returns the per-patch padded flags and a report (decode factor and decoded size, or for a
@@ -115,13 +138,19 @@ def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndar
             if image.mode != "RGB":
                 image = image.convert("RGB")
         except OSError as exc:
-            raise CohortInputError(f"image could not be decoded: {exc}", path=tiles.image_path, section=tiles.section) from exc
+            raise CohortInputError(
+                f"image could not be decoded: {exc}", path=tiles.image_path, section=tiles.section
+            ) from exc
         boxes = patch_boxes(tiles.centres_xy, side)
         padded = boxes_outside(boxes, full_w, full_h)
-        boxes = boxes / factor  # a draft maps the full frame onto [0, full / factor], not onto its rounded-up size
+        boxes = (
+            boxes / factor
+        )  # a draft maps the full frame onto [0, full / factor], not onto its rounded-up size
 
         def cut(i: int) -> None:
-            out[i] = _cut(image, boxes[i], size_px) if not padded[i] else _cut_padded(image, boxes[i], size_px)
+            out[i] = (
+                _cut(image, boxes[i], size_px) if not padded[i] else _cut_padded(image, boxes[i], size_px)
+            )
 
         # PIL releases the GIL while resampling, so patches of one decoded image cut in parallel.
         if threads > 1:
@@ -130,13 +159,21 @@ def tile_section(tiles: SectionTiles, size_um: float, size_px: int, out: np.ndar
         else:
             for i in range(len(boxes)):
                 cut(i)
-    report = {"decode_factor": factor, "decoded_width": image.size[0], "decoded_height": image.size[1], "n_padded": int(padded.sum())}
+    report = {
+        "decode_factor": factor,
+        "decoded_width": image.size[0],
+        "decoded_height": image.size[1],
+        "n_padded": int(padded.sum()),
+    }
     return padded, report
 
 
-def _tile_whole_slide(tiles: SectionTiles, reader: str, side: float, size_px: int, out: np.ndarray) -> tuple[np.ndarray, dict]:
+def _tile_whole_slide(
+    tiles: SectionTiles, reader: str, side: float, size_px: int, out: np.ndarray
+) -> tuple[np.ndarray, dict]:
     """Cut a whole slide's patches region by region from the pyramid level nearest above the
-    patch resolution (one patch at a time: tiffslide's reads are not documented thread-safe)."""
+    patch resolution (one patch at a time: tiffslide's reads are not documented thread-safe).
+    """
     with open_whole_slide(tiles.image_path, reader, section=tiles.section) as slide:
         width, height = slide.dimensions
         level = pyramid_level(slide, side, size_px)
@@ -145,7 +182,14 @@ def _tile_whole_slide(tiles: SectionTiles, reader: str, side: float, size_px: in
         for i, box in enumerate(boxes):
             out[i] = read_patch(slide, box, size_px, level)
         downsample = float(slide.level_downsamples[level])
-    report = {"reader": reader, "pyramid_level": level, "level_downsample": downsample, "level0_width": int(width), "level0_height": int(height), "n_padded": int(padded.sum())}
+    report = {
+        "reader": reader,
+        "pyramid_level": level,
+        "level_downsample": downsample,
+        "level0_width": int(width),
+        "level0_height": int(height),
+        "n_padded": int(padded.sum()),
+    }
     return padded, report
 
 
@@ -157,10 +201,15 @@ def _cut(image: Image.Image, box: np.ndarray, size_px: int) -> np.ndarray:
     """
     margin = int(np.ceil(max(1.0, (box[2] - box[0]) / size_px))) + 1  # the filter's support
     x0, y0 = max(int(np.floor(box[0])) - margin, 0), max(int(np.floor(box[1])) - margin, 0)
-    x1, y1 = min(int(np.ceil(box[2])) + margin, image.size[0]), min(int(np.ceil(box[3])) + margin, image.size[1])
+    x1, y1 = (
+        min(int(np.ceil(box[2])) + margin, image.size[0]),
+        min(int(np.ceil(box[3])) + margin, image.size[1]),
+    )
     local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
     crop = image.crop((x0, y0, x1, y1))
-    return np.asarray(crop.resize((size_px, size_px), Image.Resampling.BILINEAR, box=local, reducing_gap=None))
+    return np.asarray(
+        crop.resize((size_px, size_px), Image.Resampling.BILINEAR, box=local, reducing_gap=None)
+    )
 
 
 def _cut_padded(image: Image.Image, box: np.ndarray, size_px: int) -> np.ndarray:
@@ -168,7 +217,10 @@ def _cut_padded(image: Image.Image, box: np.ndarray, size_px: int) -> np.ndarray
     x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
     x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
     canvas = Image.new("RGB", (x1 - x0, y1 - y0), (GLASS, GLASS, GLASS))
-    canvas.paste(image.crop((max(x0, 0), max(y0, 0), min(x1, image.size[0]), min(y1, image.size[1]))), (max(-x0, 0), max(-y0, 0)))
+    canvas.paste(
+        image.crop((max(x0, 0), max(y0, 0), min(x1, image.size[0]), min(y1, image.size[1]))),
+        (max(-x0, 0), max(-y0, 0)),
+    )
     local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
     return _cut(canvas, np.array(local), size_px)
 
@@ -189,20 +241,32 @@ def write_patch_store(plan: TilingPlan, path: str | Path, n_jobs: int = 1) -> Pa
     staging.mkdir()
     try:
         patches = np.lib.format.open_memmap(
-            staging / PATCHES_FILE, mode="w+", dtype=np.uint8, shape=(plan.n_patches, plan.size_px, plan.size_px, 3)
+            staging / PATCHES_FILE,
+            mode="w+",
+            dtype=np.uint8,
+            shape=(plan.n_patches, plan.size_px, plan.size_px, 3),
         )
         starts = np.cumsum([0] + [len(s.obs_names) for s in plan.sections])
 
         # One section at a time (one decoded image in memory), its patches cut by n_jobs threads.
         results = [
-            tile_section(s, plan.size_um, plan.size_px, patches[starts[i] : starts[i + 1]], plan.max_image_pixels, threads=n_jobs)
+            tile_section(
+                s,
+                plan.size_um,
+                plan.size_px,
+                patches[starts[i] : starts[i + 1]],
+                plan.max_image_pixels,
+                threads=n_jobs,
+            )
             for i, s in enumerate(plan.sections)
         ]
         patches.flush()
         del patches
         index = pd.concat(
             [
-                pd.DataFrame({"obs_name": s.obs_names, "patient": s.patient, "section": s.section, "padded": padded})
+                pd.DataFrame(
+                    {"obs_name": s.obs_names, "patient": s.patient, "section": s.section, "padded": padded}
+                )
                 for s, (padded, _) in zip(plan.sections, results)
             ],
             ignore_index=True,
@@ -214,7 +278,12 @@ def write_patch_store(plan: TilingPlan, path: str | Path, n_jobs: int = 1) -> Pa
             "size_px": plan.size_px,
             "n_patches": int(plan.n_patches),
             "sections": {
-                s.section: {"image_path": s.image_path, "um_per_px": s.um_per_px, "n_patches": len(s.obs_names), **report}
+                s.section: {
+                    "image_path": s.image_path,
+                    "um_per_px": s.um_per_px,
+                    "n_patches": len(s.obs_names),
+                    **report,
+                }
                 for s, (_, report) in zip(plan.sections, results)
             },
             "sections_without_image": list(plan.sections_without_image),
@@ -225,5 +294,12 @@ def write_patch_store(plan: TilingPlan, path: str | Path, n_jobs: int = 1) -> Pa
         shutil.rmtree(staging, ignore_errors=True)
         raise
     n_padded = int(index["padded"].sum())
-    logger.info("patch store: %d patches of %g µm at %d px (%d padded at the image edge) -> %s", plan.n_patches, plan.size_um, plan.size_px, n_padded, path)
+    logger.info(
+        "patch store: %d patches of %g µm at %d px (%d padded at the image edge) -> %s",
+        plan.n_patches,
+        plan.size_um,
+        plan.size_px,
+        n_padded,
+        path,
+    )
     return PatchStore.open(path)

@@ -29,18 +29,30 @@ def otsu_threshold(values: np.ndarray) -> float:
     return float(np.argmax(between))  # values <= threshold are the low class
 
 
-def tissue_mask(rgb: np.ndarray, min_saturation: int = 20, max_saturation: int = 50, min_brightness: int = 30, closing_px: int = 0) -> np.ndarray:
+def tissue_mask(
+    rgb: np.ndarray,
+    min_saturation: int = 20,
+    max_saturation: int = 50,
+    min_brightness: int = 30,
+    closing_px: int = 0,
+) -> np.ndarray:
     """(h, w) bool tissue mask of an (h, w, 3) uint8 thumbnail.
 
-    Args:
-        min_saturation, max_saturation: the range the saturation threshold (0-255) is held in.
-        min_brightness: pixels darker than this (HSV value, 0-255) are background, not tissue.
-        closing_px: radius of the morphological closing, in thumbnail pixels (0: none).
+    Parameters
+    ----------
+    min_saturation, max_saturation
+        the range the saturation threshold (0-255) is held in.
+    min_brightness
+        pixels darker than this (HSV value, 0-255) are background, not tissue.
+    closing_px
+        radius of the morphological closing, in thumbnail pixels (0: none).
     """
     hsv = np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).convert("HSV"))
     saturation, value = hsv[..., 1], hsv[..., 2]
     lit = value >= min_brightness
-    threshold = float(np.clip(otsu_threshold(saturation[lit]) if lit.any() else 0.0, min_saturation, max_saturation))
+    threshold = float(
+        np.clip(otsu_threshold(saturation[lit]) if lit.any() else 0.0, min_saturation, max_saturation)
+    )
     mask = lit & (saturation > threshold)
     mask = ndimage.binary_opening(mask, structure=np.ones((3, 3), bool))  # isolated specks of dust/noise
     if closing_px > 0 and mask.any():
@@ -52,11 +64,14 @@ def tissue_mask(rgb: np.ndarray, min_saturation: int = 20, max_saturation: int =
     return ndimage.binary_fill_holes(mask)
 
 
-def tissue_tile_grid(mask: np.ndarray, full_size: tuple[int, int], side_px: float, stride_px: float, min_tissue_fraction: float) -> pd.DataFrame:
+def tissue_tile_grid(
+    mask: np.ndarray, full_size: tuple[int, int], side_px: float, stride_px: float, min_tissue_fraction: float
+) -> pd.DataFrame:
     """Centres of the tiles of side ``side_px`` (full-resolution px) on a ``stride_px`` grid, inside
     the image, whose area is at least ``min_tissue_fraction`` tissue in ``mask`` (a thumbnail's).
 
-    Returns:
+    Returns
+    -------
         (n, 4) ``spot_id`` (``tile_{column}_{row}``), ``pixel_x``, ``pixel_y``, ``tissue_fraction``.
     """
     width, height = full_size
@@ -78,10 +93,20 @@ def tissue_tile_grid(mask: np.ndarray, full_size: tuple[int, int], side_px: floa
 
     x0, x1 = edges(xs, sx, mask.shape[1])
     y0, y1 = edges(ys, sy, mask.shape[0])
-    inside = table[y1[:, None], x1[None, :]] - table[y0[:, None], x1[None, :]] - table[y1[:, None], x0[None, :]] + table[y0[:, None], x0[None, :]]
+    inside = (
+        table[y1[:, None], x1[None, :]]
+        - table[y0[:, None], x1[None, :]]
+        - table[y1[:, None], x0[None, :]]
+        + table[y0[:, None], x0[None, :]]
+    )
     fraction = inside / ((y1 - y0)[:, None] * (x1 - x0)[None, :])  # (n_rows, n_columns)
     rows, cols = np.nonzero(fraction >= min_tissue_fraction)
     return pd.DataFrame(
-        {"spot_id": [f"tile_{c}_{r}" for c, r in zip(cols, rows)], "pixel_x": xs[cols], "pixel_y": ys[rows], "tissue_fraction": fraction[rows, cols]},
+        {
+            "spot_id": [f"tile_{c}_{r}" for c, r in zip(cols, rows)],
+            "pixel_x": xs[cols],
+            "pixel_y": ys[rows],
+            "tissue_fraction": fraction[rows, cols],
+        },
         columns=columns,
     )

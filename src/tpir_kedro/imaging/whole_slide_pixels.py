@@ -18,7 +18,9 @@ GLASS = 255
 THUMBNAIL_BAND_PIXELS = 16_000_000  # per band read for a thumbnail: ~48 MB of RGB
 
 
-def whole_slide_thumbnail(path: str | Path, reader: str, max_side: int, *, section: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def whole_slide_thumbnail(
+    path: str | Path, reader: str, max_side: int, *, section: str | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """(rgb (h, w, 3) uint8 at most ``max_side`` a side, level-0 (width, height)), from the pyramid.
 
     The chosen level is read in bands, each box-reduced as it comes, so a slide without a coarse
@@ -36,7 +38,9 @@ def whole_slide_thumbnail(path: str | Path, reader: str, max_side: int, *, secti
         bands = []
         for top in range(0, level_h, band_rows):
             rows = min(band_rows, level_h - top)
-            band = Image.fromarray(_on_glass(slide.read_region((0, int(round(top * downsample))), level, (level_w, rows))))
+            band = Image.fromarray(
+                _on_glass(slide.read_region((0, int(round(top * downsample))), level, (level_w, rows)))
+            )
             bands.append(np.asarray(band.reduce(factor)) if factor > 1 else np.asarray(band))
         reduced = Image.fromarray(np.concatenate(bands, axis=0))
         return np.asarray(reduced.resize(size, Image.Resampling.BILINEAR)), full
@@ -51,7 +55,8 @@ def pyramid_level(slide, side_px: float, out_px: int) -> int:
 
 def read_patch(slide, box: np.ndarray, size_px: int, level: int) -> np.ndarray:
     """(size_px, size_px, 3) uint8: level-0 ``box`` (x0, y0, x1, y1) resampled from ``level``
-    (antialiased bilinear), glass (white) wherever the box leaves the slide."""
+    (antialiased bilinear), glass (white) wherever the box leaves the slide.
+    """
     downsample = float(slide.level_downsamples[level])
     width, height = slide.dimensions
     box = np.asarray(box, dtype=np.float64) / downsample  # in level pixels from here on
@@ -63,11 +68,16 @@ def read_patch(slide, box: np.ndarray, size_px: int, level: int) -> np.ndarray:
     canvas = Image.new("RGB", (x1 - x0, y1 - y0), (GLASS, GLASS, GLASS))
     if inside[2] > inside[0] and inside[3] > inside[1]:
         # read_region takes its corner in level-0 pixels and its size in level pixels.
-        corner = (min(int(round(inside[0] * downsample)), width - 1), min(int(round(inside[1] * downsample)), height - 1))
+        corner = (
+            min(int(round(inside[0] * downsample)), width - 1),
+            min(int(round(inside[1] * downsample)), height - 1),
+        )
         region = slide.read_region(corner, level, (inside[2] - inside[0], inside[3] - inside[1]))
         canvas.paste(Image.fromarray(_on_glass(region)), (inside[0] - x0, inside[1] - y0))
     local = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
-    return np.asarray(canvas.resize((size_px, size_px), Image.Resampling.BILINEAR, box=local, reducing_gap=None))
+    return np.asarray(
+        canvas.resize((size_px, size_px), Image.Resampling.BILINEAR, box=local, reducing_gap=None)
+    )
 
 
 def _on_glass(image: Image.Image) -> np.ndarray:

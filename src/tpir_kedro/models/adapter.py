@@ -21,9 +21,17 @@ class ImageAdapter(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int = 512, out_dim: int = 256, dropout: float = 0.1):
         super().__init__()
-        self.in_dim, self.hidden, self.out_dim, self.dropout = int(in_dim), int(hidden), int(out_dim), float(dropout)
+        self.in_dim, self.hidden, self.out_dim, self.dropout = (
+            int(in_dim),
+            int(hidden),
+            int(out_dim),
+            float(dropout),
+        )
         self.net = nn.Sequential(
-            nn.LayerNorm(self.in_dim), nn.Linear(self.in_dim, self.hidden), nn.GELU(), nn.Dropout(self.dropout),
+            nn.LayerNorm(self.in_dim),
+            nn.Linear(self.in_dim, self.hidden),
+            nn.GELU(),
+            nn.Dropout(self.dropout),
             nn.Linear(self.hidden, self.out_dim),
         )
 
@@ -32,4 +40,9 @@ class ImageAdapter(nn.Module):
 
     def spec(self) -> dict:
         """What rebuilds this adapter (with its state dict): ``ImageAdapter(**spec)``."""
-        return {"in_dim": self.in_dim, "hidden": self.hidden, "out_dim": self.out_dim, "dropout": self.dropout}
+        return {
+            "in_dim": self.in_dim,
+            "hidden": self.hidden,
+            "out_dim": self.out_dim,
+            "dropout": self.dropout,
+        }

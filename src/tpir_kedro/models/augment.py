@@ -59,13 +59,20 @@ def _symmetry(code: int, image: Tensor) -> Tensor:
 class PatchAugment(nn.Module):
     """(B, 3, S, S) patches -> (B, 3, S, S) normalised float, augmented in training mode.
 
-    Args:
-        mean, std: per-channel normalisation of [0, 1] RGB (e.g. the backbone's ImageNet values).
-        flips: random horizontal and vertical flips.
-        rot90: random multiple of 90 degree rotation (patches must be square).
-        hed_sigma: HED concentration scale jitter, factor ~ U(1 - hed_sigma, 1 + hed_sigma).
-        hed_shift: HED concentration shift jitter, ~ U(-hed_shift, hed_shift), in log10 OD.
-        brightness, contrast, saturation: colour jitter strengths s, factor ~ U(max(0, 1 - s), 1 + s).
+    Parameters
+    ----------
+    mean, std
+        per-channel normalisation of [0, 1] RGB (e.g. the backbone's ImageNet values).
+    flips
+        random horizontal and vertical flips.
+    rot90
+        random multiple of 90 degree rotation (patches must be square).
+    hed_sigma
+        HED concentration scale jitter, factor ~ U(1 - hed_sigma, 1 + hed_sigma).
+    hed_shift
+        HED concentration shift jitter, ~ U(-hed_shift, hed_shift), in log10 OD.
+    brightness, contrast, saturation
+        colour jitter strengths s, factor ~ U(max(0, 1 - s), 1 + s).
 
     Input uint8 is scaled by 1/255 and computed in float32; floating input (already in [0, 1]) keeps
     its dtype (half/bfloat16 are computed in float32 and cast back). Autocast is switched off inside.
@@ -94,13 +101,22 @@ class PatchAugment(nn.Module):
             raise ValueError(f"std must be positive, got {std_t.tolist()}")
         if not 0.0 <= hed_sigma < 1.0:
             raise ValueError(f"hed_sigma must be in [0, 1), got {hed_sigma}")
-        strengths = {"hed_shift": hed_shift, "brightness": brightness, "contrast": contrast, "saturation": saturation}
+        strengths = {
+            "hed_shift": hed_shift,
+            "brightness": brightness,
+            "contrast": contrast,
+            "saturation": saturation,
+        }
         for name, value in strengths.items():
             if not value >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
         self.flips, self.rot90 = bool(flips), bool(rot90)
         self.hed_sigma, self.hed_shift = float(hed_sigma), float(hed_shift)
-        self.brightness, self.contrast, self.saturation = float(brightness), float(contrast), float(saturation)
+        self.brightness, self.contrast, self.saturation = (
+            float(brightness),
+            float(contrast),
+            float(saturation),
+        )
 
         stains = torch.tensor(RUIFROK_JOHNSTON_STAINS, dtype=torch.float64)
         stains = stains / stains.norm(dim=1, keepdim=True)
@@ -137,7 +153,13 @@ class PatchAugment(nn.Module):
 
     @property
     def jitters_colour(self) -> bool:
-        return self.hed_sigma > 0 or self.hed_shift > 0 or self.brightness > 0 or self.contrast > 0 or self.saturation > 0
+        return (
+            self.hed_sigma > 0
+            or self.hed_shift > 0
+            or self.brightness > 0
+            or self.contrast > 0
+            or self.saturation > 0
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -187,7 +209,9 @@ class PatchAugment(nn.Module):
         with torch.autocast(device_type=images.device.type, enabled=False):
             return self._forward(images, generator, compute_dtype).to(out_dtype)
 
-    def _forward(self, images: Tensor, generator: torch.Generator | None, compute_dtype: torch.dtype) -> Tensor:
+    def _forward(
+        self, images: Tensor, generator: torch.Generator | None, compute_dtype: torch.dtype
+    ) -> Tensor:
         # uint8 -> [0, 1] is folded into the first arithmetic pass, and after the first copy every
         # step works in place: on a CPU, allocating a fresh batch-sized tensor (page faults) costs
         # more than the arithmetic on it.
@@ -197,7 +221,9 @@ class PatchAugment(nn.Module):
         x = images.to(compute_dtype, memory_format=torch.contiguous_format)
         if self.training and len(images) > 0 and (self.flips or self.rot90 or self.jitters_colour):
             draw_device = generator.device if generator is not None else images.device
-            u = torch.rand(len(images), _N_DRAWS, generator=generator, device=draw_device, dtype=torch.float32)
+            u = torch.rand(
+                len(images), _N_DRAWS, generator=generator, device=draw_device, dtype=torch.float32
+            )
             u = u.to(device=images.device, dtype=compute_dtype)
             x = self._geometry(x, u[:, 0:3])
             if x is images:
@@ -257,7 +283,8 @@ class PatchAugment(nn.Module):
 
     def _colour_jitter(self, x: Tensor, u: Tensor, scale: float = 1.0) -> Tensor:
         """Brightness, contrast, saturation on RGB ``x * scale`` (B, 3, H, W) in [0, 1]; u (B, 3)
-        uniforms. Returns (B, 3, H, W) in [0, 1], in place of ``x``."""
+        uniforms. Returns (B, 3, H, W) in [0, 1], in place of ``x``.
+        """
         b, _, h, w = x.shape
 
         def factor(strength: float, col: Tensor) -> Tensor:  # (B,) -> (B, 1, 1, 1)

@@ -18,7 +18,8 @@ MODELS_PACKAGE = Path(__file__).resolve().parent
 
 def source_digest(package_dir: str | Path) -> str:
     """sha256 (16 hex digits) over the relative paths and bytes of every ``*.py`` under ``package_dir``,
-    in sorted order, so it depends on what the files say and nothing else (not mtimes, not order)."""
+    in sorted order, so it depends on what the files say and nothing else (not mtimes, not order).
+    """
     root = Path(package_dir)
     files = sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
     if not files:

@@ -24,7 +24,8 @@ from tpir_kedro.models.image_encoders import ImageEncoder, freeze_all_but_last_b
 
 def gene_side(gene_input: str, in_dim: int, embed_dim: int, hidden: int, dropout: float) -> nn.Module:
     """(B, in_dim) gene input -> (B, embed_dim). log_hvg: a trainable MLP on expression; scvi/scanvi:
-    the frozen encoder's embedding is precomputed, so only a projection head trains."""
+    the frozen encoder's embedding is precomputed, so only a projection head trains.
+    """
     if gene_input == "log_hvg":
         mlp = GeneMlp(in_dim, hidden=hidden, dropout=dropout)
         return nn.Sequential(mlp, ProjectionHead(mlp.out_dim, embed_dim, dropout))
@@ -95,7 +96,9 @@ class _ImageTraining(L.LightningModule):
 
     def configure_optimizers(self):
         groups, max_lr = [], []
-        backbone = [p for p in self.encoder.parameters() if p.requires_grad] if self.encoder is not None else []
+        backbone = (
+            [p for p in self.encoder.parameters() if p.requires_grad] if self.encoder is not None else []
+        )
         if backbone:
             groups.append({"params": backbone, "lr": self.backbone_lr})
             max_lr.append(self.backbone_lr)
@@ -105,7 +108,9 @@ class _ImageTraining(L.LightningModule):
         # small adapter's backward pass.
         optimiser = torch.optim.AdamW(groups, weight_decay=self.weight_decay, foreach=True)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=max_lr, total_steps=total, pct_start=min(0.3, 10 / total + 0.05))
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=max_lr, total_steps=total, pct_start=min(0.3, 10 / total + 0.05)
+        )
         return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -133,7 +138,9 @@ class ContrastiveModule(_ImageTraining):
         channels_last: bool = True,
         trainable_blocks: int | None = None,
     ):
-        super().__init__(encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks)
+        super().__init__(
+            encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks
+        )
         self.image_head = ProjectionHead(adapter.out_dim, embed_dim, dropout)
         self.gene_head = gene_side(gene_input, gene_dim, embed_dim, gene_hidden, dropout)
         self.loss_fn = loss_fn
@@ -151,13 +158,16 @@ class ContrastiveModule(_ImageTraining):
         labels = gather_no_grad(batch["label"]) if "label" in batch else None
         probs = gather_no_grad(batch["probs"].float()) if "probs" in batch else None
         loss = self.loss_fn(u, v, z=z, labels=labels, probs=probs)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
+        self.log(
+            "train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"])
+        )
         return loss
 
 
 class SupervisedModule(_ImageTraining):
     """The supervised baseline: the same image side + a classifier, cross-entropy on the training
-    patients' classified spots (the same label budget as ``class_guided``)."""
+    patients' classified spots (the same label budget as ``class_guided``).
+    """
 
     def __init__(
         self,
@@ -173,14 +183,20 @@ class SupervisedModule(_ImageTraining):
         dropout: float = 0.1,
         trainable_blocks: int | None = None,
     ):
-        super().__init__(encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks)
+        super().__init__(
+            encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks
+        )
         # GELU on the adapter output: the classifier is a two-layer head, the same depth as the
         # contrastive variants' projection head, so neither side gets a shallower adapter.
         self.classifier = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(adapter.out_dim, n_classes))
-        self.register_buffer("class_weights", class_weights if class_weights is not None else torch.ones(n_classes))
+        self.register_buffer(
+            "class_weights", class_weights if class_weights is not None else torch.ones(n_classes)
+        )
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         logits = self.classifier(self.representation(batch["image"])).float()
         loss = F.cross_entropy(logits, batch["label"], weight=self.class_weights)
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
+        self.log(
+            "train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"])
+        )
         return loss

@@ -33,7 +33,7 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank in the default process group; 0 outside distributed training."""
+    """The rank of this process in the default process group; 0 outside distributed training."""
     return dist.get_rank() if _active() else 0
 
 

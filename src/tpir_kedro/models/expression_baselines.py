@@ -29,10 +29,15 @@ def harmony_embedding(pcs: np.ndarray, batch: np.ndarray, seed: int = 0, **harmo
     pcs = np.asarray(pcs)
     batch = np.asarray(batch).astype(str)
     if pcs.ndim != 2 or len(batch) != pcs.shape[0]:
-        raise ValueError(f"pcs must be (n_spots, n_pcs) with one batch value per spot; got {pcs.shape} and {batch.shape}")
+        raise ValueError(
+            f"pcs must be (n_spots, n_pcs) with one batch value per spot; got {pcs.shape} and {batch.shape}"
+        )
     n_batches = len(np.unique(batch))
     if n_batches < 2:
-        logger.info("Harmony skipped: a single batch (%s), the embedding is returned unchanged", batch[0] if len(batch) else "none")
+        logger.info(
+            "Harmony skipped: a single batch (%s), the embedding is returned unchanged",
+            batch[0] if len(batch) else "none",
+        )
         return pcs.copy()
     import harmonypy  # imported here: it configures a DEBUG stream handler on its logger at import
 
@@ -41,7 +46,11 @@ def harmony_embedding(pcs: np.ndarray, batch: np.ndarray, seed: int = 0, **harmo
     harmony_kwargs.setdefault("verbose", False)
     # pcs.T (n_pcs x n_spots): harmonypy guesses orientation from the shape; this one is unambiguous.
     result = harmonypy.run_harmony(
-        np.ascontiguousarray(pcs.T, dtype=np.float64), pd.DataFrame({"batch": batch}), "batch", random_state=seed, **harmony_kwargs
+        np.ascontiguousarray(pcs.T, dtype=np.float64),
+        pd.DataFrame({"batch": batch}),
+        "batch",
+        random_state=seed,
+        **harmony_kwargs,
     )
     corrected = np.asarray(result.Z_corr)
     if corrected.shape != pcs.shape:  # older harmonypy returned (n_pcs, n_spots)

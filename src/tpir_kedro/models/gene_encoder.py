@@ -56,9 +56,7 @@ def check_counts(matrix, what: str) -> None:
     if np.issubdtype(data.dtype, np.integer) or data.dtype == bool:
         bad = bool(data.min() < 0)
     elif np.issubdtype(data.dtype, np.floating):
-        bad = bool(
-            not np.all(np.isfinite(data)) or data.min() < 0 or np.any(data != np.floor(data))
-        )
+        bad = bool(not np.all(np.isfinite(data)) or data.min() < 0 or np.any(data != np.floor(data)))
     else:
         bad = True
     if bad:
@@ -95,7 +93,7 @@ def registry_mapping(model, registry_key: str) -> list:
 
 
 def _plain(value):
-    """numpy scalars/arrays -> plain Python, so that registries compare equal to their JSON."""
+    """Numpy scalars/arrays -> plain Python, so that registries compare equal to their JSON."""
     if isinstance(value, np.ndarray):
         return [_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
@@ -190,9 +188,7 @@ class GeneEncoder:
         the batch, see module docstring); ``assign_batch`` puts every spot in that batch instead.
         Labels (scanvi) are all the unlabelled category: they play no part in q(z|x).
         """
-        counts = gene_counts(
-            cohort, self.genes, "gene encoder's gene list does not match the cohort"
-        )
+        counts = gene_counts(cohort, self.genes, "gene encoder's gene list does not match the cohort")
         n = counts.shape[0]
         setup = self._setup_args
         obs = pd.DataFrame(index=pd.Index(cohort.obs_names.astype(str)))
@@ -207,8 +203,9 @@ class GeneEncoder:
                 unseen = ~np.isin(values, training)
                 if unseen.any():
                     logger.debug(
-                        "%d spot(s) of batches the encoder never saw get batch %r (ignored by "
-                        "the encoder)", int(unseen.sum()), training[0]
+                        "%d spot(s) of batches the encoder never saw get batch %r (ignored by the encoder)",
+                        int(unseen.sum()),
+                        training[0],
                     )
                 values[unseen] = training[0]
             else:
@@ -257,8 +254,9 @@ class GeneEncoder:
         return self._latent(self._model_input(cohort))
 
     def predict_proba(self, cohort: AnnData) -> pd.DataFrame:
-        """scANVI's soft class probabilities: (n_obs, n_classes), columns ``label_categories``,
-        index ``cohort.obs_names``; rows sum to 1."""
+        """ScANVI's soft class probabilities: (n_obs, n_classes), columns ``label_categories``,
+        index ``cohort.obs_names``; rows sum to 1.
+        """
         if self.kind != "scanvi":
             raise ValueError("predict_proba needs the scANVI encoder; this one is scVI")
         self._require_batch_free_encoder()
@@ -281,9 +279,10 @@ class GeneEncoder:
         return proba
 
     def batch_invariance(self, cohort: AnnData) -> float:
-        """max |delta| between the (n_obs, n_latent) embeddings of ``cohort`` with every spot put in
+        """Max |delta| between the (n_obs, n_latent) embeddings of ``cohort`` with every spot put in
         each training batch in turn: ~0 when the embedding does not depend on the batch (what lets
-        an unseen patient be embedded). 0.0 when the model has no batch covariate."""
+        an unseen patient be embedded). 0.0 when the model has no batch covariate.
+        """
         if self._batch_key is None or len(self._batch_mapping) < 2:
             return 0.0
         reference = None
@@ -352,7 +351,8 @@ class GeneEncoder:
         """Rebuild a saved encoder without unpickling (scvi-tools' own ``load`` uses
         ``torch.load(weights_only=False)``): the model is reconstructed from ``encoder.json`` on a
         placeholder AnnData with the saved genes and categories, then the tensors of
-        ``weights.pt`` are loaded with ``weights_only=True``. Returns a CPU model in eval mode."""
+        ``weights.pt`` are loaded with ``weights_only=True``. Returns a CPU model in eval mode.
+        """
         import scvi
         import torch
 
@@ -365,8 +365,7 @@ class GeneEncoder:
         meta = json.loads(meta_path.read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
-                f"{meta_path}: format_version {meta.get('format_version')!r} is not "
-                f"{FORMAT_VERSION}"
+                f"{meta_path}: format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}"
             )
         kind = meta["kind"]
         if kind not in KINDS:

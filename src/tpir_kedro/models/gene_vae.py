@@ -63,9 +63,7 @@ class GeneVaeConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(
-                f"unknown gene VAE config key(s) {unknown}; known keys are {sorted(known)}"
-            )
+            raise ValueError(f"unknown gene VAE config key(s) {unknown}; known keys are {sorted(known)}")
         return cls(**d)
 
 
@@ -98,7 +96,8 @@ def fit_gene_encoders(
     if len(batch_categories) == 1:
         logger.info(
             "gene VAE: one batch (%r) in the training data, nothing to correct; training without "
-            "a batch covariate", batch_categories[0]
+            "a batch covariate",
+            batch_categories[0],
         )
         setup_batch_key = None
 
@@ -126,7 +125,10 @@ def fit_gene_encoders(
         raise RuntimeError("scVI's encoder unexpectedly takes the batch (encode_covariates=True)")
     logger.info(
         "gene VAE: training scVI on %d spots x %d genes, %d batch(es), %d epochs",
-        train.n_obs, train.n_vars, len(batch_categories), config.scvi_max_epochs,
+        train.n_obs,
+        train.n_vars,
+        len(batch_categories),
+        config.scvi_max_epochs,
     )
     # BatchNorm fails on a last minibatch of one spot and fold sizes are arbitrary: drop it.
     # (Not for scANVI: its labelled and full loaders are zipped and must stay the same length.)
@@ -136,11 +138,7 @@ def fit_gene_encoders(
         datasplitter_kwargs={"drop_last": True},
         **{**trainer_kwargs, "plan_kwargs": _plan(config, config.scvi_max_epochs)},
     )
-    encoders = {
-        "scvi": GeneEncoder(
-            scvi_model, kind="scvi", genes=genes, batch_categories=batch_categories
-        )
-    }
+    encoders = {"scvi": GeneEncoder(scvi_model, kind="scvi", genes=genes, batch_categories=batch_categories)}
     encoders["scvi"].training_seconds = time.perf_counter() - started
 
     n_classified = int((train.obs[SCANVI_LABEL_KEY] != UNLABELLED).sum())
@@ -167,11 +165,15 @@ def fit_gene_encoders(
         logger.warning(
             "gene VAE: no unlabelled training spot and only %d of %d classes present: scANVI's "
             "classifier gets an extra %r output (never a target)",
-            int(train.obs[SCANVI_LABEL_KEY].nunique()), len(TISSUE_CLASSES), UNLABELLED,
+            int(train.obs[SCANVI_LABEL_KEY].nunique()),
+            len(TISSUE_CLASSES),
+            UNLABELLED,
         )
     logger.info(
         "gene VAE: training scANVI, %d of %d spots labelled, %d epochs",
-        n_classified, train.n_obs, config.scanvi_max_epochs,
+        n_classified,
+        train.n_obs,
+        config.scanvi_max_epochs,
     )
     # scANVI zips a full and a labelled loader, so drop_last is not an option there: train on every
     # spot (no validation split; nothing early-stops on it) and pick a batch size that leaves no
@@ -184,7 +186,11 @@ def fit_gene_encoders(
         max_epochs=config.scanvi_max_epochs,
         n_samples_per_label=config.n_samples_per_label,
         train_size=1.0,
-        **{**trainer_kwargs, "batch_size": batch_size, "plan_kwargs": _plan(config, config.scanvi_max_epochs)},
+        **{
+            **trainer_kwargs,
+            "batch_size": batch_size,
+            "plan_kwargs": _plan(config, config.scanvi_max_epochs),
+        },
     )
     encoders["scanvi"] = GeneEncoder(
         scanvi_model,
@@ -197,9 +203,7 @@ def fit_gene_encoders(
     return encoders
 
 
-def _training_anndata(
-    cohort: AnnData, genes: Sequence[str], batch_key: str, label_key: str
-) -> AnnData:
+def _training_anndata(cohort: AnnData, genes: Sequence[str], batch_key: str, label_key: str) -> AnnData:
     """A new AnnData (n_obs x genes) with exactly what the models may see.
 
     ``layers["counts"]``: the counts of ``genes``; obs: ``batch_key`` (categorical, only the

@@ -35,8 +35,12 @@ class GeneMlp(nn.Module):
     def __init__(self, n_genes: int, hidden: int = 256, dropout: float = 0.1):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(n_genes, hidden), nn.BatchNorm1d(hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.GELU(),
+            nn.Linear(n_genes, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.GELU(),
         )
         self.out_dim = hidden
 

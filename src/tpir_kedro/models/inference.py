@@ -24,7 +24,8 @@ def embed_patches(
     device: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Backbone features (n, feature_dim) of patches ``patches[rows]`` ((n_store, H, W, 3) uint8), and
-    their joint-space embeddings (n, embed_dim) through ``head`` when given. No augmentation."""
+    their joint-space embeddings (n, embed_dim) through ``head`` when given. No augmentation.
+    """
     dev = _device(device)
     normalise = PatchAugment.from_params({"mean": encoder.mean, "std": encoder.std}).eval().to(dev)
     was_training = encoder.training
@@ -32,10 +33,14 @@ def embed_patches(
     if head is not None:
         head.eval().to(dev)
     features, projected = [], []
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast(dev.type, dtype=torch.bfloat16)
+        if dev.type == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
     rows = np.asarray(rows)
     for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+        chunk = rows[start : start + batch_size]
         order = np.argsort(chunk)  # memmap locality
         block = np.empty((len(chunk), *patches.shape[1:]), dtype=np.uint8)
         block[order] = patches[chunk[order]]
@@ -54,7 +59,11 @@ def embed_patches(
 @torch.no_grad()
 def project(head: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """(n, d) inputs (gene-side inputs, or image features already computed) -> (n, embed_dim)
-    joint-space embeddings through ``head``, on CPU in eval mode."""
+    joint-space embeddings through ``head``, on CPU in eval mode.
+    """
     head = head.eval().cpu()
-    out = [head(torch.from_numpy(np.asarray(x[i:i + batch_size], dtype=np.float32))) for i in range(0, len(x), batch_size)]
+    out = [
+        head(torch.from_numpy(np.asarray(x[i : i + batch_size], dtype=np.float32)))
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)

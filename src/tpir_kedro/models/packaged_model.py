@@ -54,16 +54,37 @@ class LinearProbe:
         return e / e.sum(axis=1, keepdims=True)
 
     def to_dict(self) -> dict:
-        return {"classes": list(self.classes), "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept.tolist(), "C": float(self.C)}
+        return {
+            "classes": list(self.classes),
+            "mean": self.mean.tolist(),
+            "scale": self.scale.tolist(),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+            "C": float(self.C),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> LinearProbe:
-        return cls(list(d["classes"]), np.asarray(d["mean"]), np.asarray(d["scale"]), np.atleast_2d(np.asarray(d["coef"])), np.atleast_1d(np.asarray(d["intercept"])), float(d["C"]))
+        return cls(
+            list(d["classes"]),
+            np.asarray(d["mean"]),
+            np.asarray(d["scale"]),
+            np.atleast_2d(np.asarray(d["coef"])),
+            np.atleast_1d(np.asarray(d["intercept"])),
+            float(d["C"]),
+        )
 
     @classmethod
     def from_sklearn(cls, scaler, logistic, C: float) -> LinearProbe:
         scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-        return cls([str(c) for c in logistic.classes_], np.asarray(scaler.mean_, float), np.asarray(scale, float), np.asarray(logistic.coef_, float), np.asarray(logistic.intercept_, float), C)
+        return cls(
+            [str(c) for c in logistic.classes_],
+            np.asarray(scaler.mean_, float),
+            np.asarray(scale, float),
+            np.asarray(logistic.coef_, float),
+            np.asarray(logistic.intercept_, float),
+            C,
+        )
 
 
 @dataclass
@@ -77,10 +98,13 @@ class PackagedImageModel:
 
     def embed(self, patches, rows, batch_size: int = 256, device: str | None = None):
         """(n,) ``rows`` of a (n_store, S, S, 3) uint8 store -> (n, d) the representation the probe
-        reads: the encoder's features, through the adapter when there is one."""
+        reads: the encoder's features, through the adapter when there is one.
+        """
         from tpir_kedro.models.inference import embed_patches
 
-        features, adapted = embed_patches(self.encoder, patches, rows, head=self.adapter, batch_size=batch_size, device=device)
+        features, adapted = embed_patches(
+            self.encoder, patches, rows, head=self.adapter, batch_size=batch_size, device=device
+        )
         return features if self.adapter is None else adapted
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -97,10 +121,14 @@ class PackagedImageModel:
 
         torch.save(encoder_state_dict(self.encoder), staging / ENCODER_FILE)
         if self.adapter is not None:
-            torch.save({k: v.detach().cpu() for k, v in self.adapter.state_dict().items()}, staging / ADAPTER_FILE)
+            torch.save(
+                {k: v.detach().cpu() for k, v in self.adapter.state_dict().items()}, staging / ADAPTER_FILE
+            )
         if self.probe is not None:
             (staging / PROBE_FILE).write_text(json.dumps(self.probe.to_dict()))
-        (staging / CARD_FILE).write_text(json.dumps(_json_safe(self.card), indent=2, default=str, allow_nan=False))
+        (staging / CARD_FILE).write_text(
+            json.dumps(_json_safe(self.card), indent=2, default=str, allow_nan=False)
+        )
         (staging / CARD_MD).write_text(card_markdown(self.card))
         staging.rename(path)
         return path
@@ -115,7 +143,11 @@ class PackagedImageModel:
 
         encoder = build_image_encoder(card["backbone"], "file", str(path / ENCODER_FILE))
         encoder.eval()
-        probe = LinearProbe.from_dict(json.loads((path / PROBE_FILE).read_text())) if (path / PROBE_FILE).is_file() else None
+        probe = (
+            LinearProbe.from_dict(json.loads((path / PROBE_FILE).read_text()))
+            if (path / PROBE_FILE).is_file()
+            else None
+        )
         adapter = None
         if card.get("adapter"):
             import torch
@@ -123,7 +155,9 @@ class PackagedImageModel:
             from tpir_kedro.models.adapter import ImageAdapter
 
             if not (path / ADAPTER_FILE).is_file():
-                raise FileNotFoundError(f"{path}: the model card describes an adapter but {ADAPTER_FILE} is missing")
+                raise FileNotFoundError(
+                    f"{path}: the model card describes an adapter but {ADAPTER_FILE} is missing"
+                )
             adapter = ImageAdapter(**card["adapter"])
             adapter.load_state_dict(torch.load(path / ADAPTER_FILE, map_location="cpu", weights_only=True))
             adapter.eval()
@@ -143,7 +177,21 @@ def _json_safe(value):
 
 def card_markdown(card: dict) -> str:
     lines = [f"# Model card: {card.get('variant', '?')}", "", card.get("description", ""), ""]
-    for key in ("backbone", "init", "regime", "representation", "classes", "patch_size_um", "patch_size_px", "um_per_px_of_training_slides", "normalisation", "training_cohort", "lopo_metrics", "run_id", "limits"):
+    for key in (
+        "backbone",
+        "init",
+        "regime",
+        "representation",
+        "classes",
+        "patch_size_um",
+        "patch_size_px",
+        "um_per_px_of_training_slides",
+        "normalisation",
+        "training_cohort",
+        "lopo_metrics",
+        "run_id",
+        "limits",
+    ):
         if key in card:
             value = card[key]
             text = json.dumps(_json_safe(value), default=str) if not isinstance(value, str) else value

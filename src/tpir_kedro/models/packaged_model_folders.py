@@ -21,7 +21,11 @@ class PackagedModelFolders:
     @property
     def variants(self) -> list[str]:
         """Variants with a model card, sorted."""
-        return sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".") and (d / CARD_FILE).is_file())
+        return sorted(
+            d.name
+            for d in self.root.iterdir()
+            if d.is_dir() and not d.name.startswith(".") and (d / CARD_FILE).is_file()
+        )
 
     def load(self, variant: str) -> PackagedImageModel:
         """The packaged model of ``variant``; a KeyError lists the variants there are."""

@@ -64,12 +64,15 @@ class ReopenableMemmap(np.memmap):
 
 
 def _reopen(filename: str, offset: int, shape: tuple, dtype: str) -> ReopenableMemmap:
-    return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape)).view(ReopenableMemmap)
+    return np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=tuple(shape)).view(
+        ReopenableMemmap
+    )
 
 
 def _file_reference(arr: np.ndarray) -> tuple[str, int, tuple, str] | None:
     """(filename, byte offset of arr's first element, shape, dtype) when ``arr`` is a C-contiguous
-    window of a file mapping whose contents are the file's; else None."""
+    window of a file mapping whose contents are the file's; else None.
+    """
     if not isinstance(arr, np.memmap) or arr.filename is None or arr.mode not in ("r", "r+", "w+"):
         return None
     if not arr.flags.c_contiguous or arr.size == 0:
@@ -89,7 +92,8 @@ def _file_reference(arr: np.ndarray) -> tuple[str, int, tuple, str] | None:
 
 def reopenable_memmap(patches):
     """``patches`` itself, or for a file-backed ``np.memmap`` the same array as a
-    :class:`ReopenableMemmap` (no copy), so that pickling it costs a file name, not its bytes."""
+    :class:`ReopenableMemmap` (no copy), so that pickling it costs a file name, not its bytes.
+    """
     if isinstance(patches, ReopenableMemmap) or _file_reference(patches) is None:
         return patches
     return patches.view(ReopenableMemmap)
@@ -97,7 +101,8 @@ def reopenable_memmap(patches):
 
 def _open_patches(patches) -> np.ndarray:
     """An array, a .npy file, or a patch-store folder -> the (n_store, H, W, 3) uint8 array, or the
-    frozen regime's (n_store, V, D) float32 cached features (:mod:`~tpir_kedro.models.feature_views`)."""
+    frozen regime's (n_store, V, D) float32 cached features (:mod:`~tpir_kedro.models.feature_views`).
+    """
     if isinstance(patches, (str, PathLike)):
         path = Path(patches)
         if path.is_dir():
@@ -110,9 +115,13 @@ def _open_patches(patches) -> np.ndarray:
     if patches.ndim == 3 and patches.dtype == np.float32:
         return reopenable_memmap(patches)  # cached features of V views: (n_store, V, D)
     if patches.dtype != np.uint8:
-        raise ValueError(f"patches must be uint8 (or float32 cached features of shape (n_store, V, D)), got {patches.dtype}")
+        raise ValueError(
+            f"patches must be uint8 (or float32 cached features of shape (n_store, V, D)), got {patches.dtype}"
+        )
     if patches.ndim != 4 or patches.shape[3] != 3 or patches.shape[1] != patches.shape[2]:
-        raise ValueError(f"patches must have shape (n_store, S, S, 3) (square RGB patches), got {patches.shape}")
+        raise ValueError(
+            f"patches must have shape (n_store, S, S, 3) (square RGB patches), got {patches.shape}"
+        )
     return reopenable_memmap(patches)
 
 
@@ -136,20 +145,29 @@ def _per_spot(name: str, values, n: int, ndim: int, dtype) -> torch.Tensor | Non
 class SpotPairs(Dataset):
     """Training spots: patch, gene-side input, optional frozen embedding, label, patient.
 
-    Args:
-        patches: (n_store, S, S, 3) uint8 patch store (array or memmap), or the path of its
-            ``patches.npy`` / store folder (memory-mapped read-only).
-        rows: (n,) integer store row of each training spot.
-        genes: (n, g) float32 gene-side input (log-normalised HVGs, or a frozen scVI/scANVI
-            embedding), or None (supervised training needs no gene side).
-        z: (n, k) float32 frozen gene embedding for similarity targets, or None.
-        labels: (n,) int64 tissue class codes, -1 for unlabelled.
-        probs: (n, C) float32 soft class probabilities, or None.
-        patients: (n,) int64 patient codes.
-        random_view: cached features only -- read one uniformly random view of each spot (drawn from
-            torch's generator, which the DataLoader seeds per worker) instead of all V. Why: a
-            training step needs one view per spot; reading all of them moves V times the bytes and
-            cost more than the adapter's whole step on a CPU.
+    Parameters
+    ----------
+    patches
+        (n_store, S, S, 3) uint8 patch store (array or memmap), or the path of its
+        ``patches.npy`` / store folder (memory-mapped read-only).
+    rows
+        (n,) integer store row of each training spot.
+    genes
+        (n, g) float32 gene-side input (log-normalised HVGs, or a frozen scVI/scANVI
+        embedding), or None (supervised training needs no gene side).
+    z
+        (n, k) float32 frozen gene embedding for similarity targets, or None.
+    labels
+        (n,) int64 tissue class codes, -1 for unlabelled.
+    probs
+        (n, C) float32 soft class probabilities, or None.
+    patients
+        (n,) int64 patient codes.
+    random_view
+        cached features only -- read one uniformly random view of each spot (drawn from
+        torch's generator, which the DataLoader seeds per worker) instead of all V. Why: a
+        training step needs one view per spot; reading all of them moves V times the bytes and
+        cost more than the adapter's whole step on a CPU.
 
     Items and batches are dicts of tensors; fields given as None are left out:
     ``image`` uint8 (3, S, S) / (B, 3, S, S) -- or, from cached features, float32 (V, D) / (B, V, D),
@@ -188,7 +206,9 @@ class SpotPairs(Dataset):
                 f"{int(bad.sum())} row(s) out of range of the patch store (n_store={n_store}), e.g. {rows[bad][:3].tolist()}"
             )
         if labels is None or patients is None:
-            raise ValueError("labels ((n,) int64, -1 unlabelled) and patients ((n,) int64 codes) are required")
+            raise ValueError(
+                "labels ((n,) int64, -1 unlabelled) and patients ((n,) int64 codes) are required"
+            )
         n = len(rows)
         self.rows = rows.astype(np.int64)
         self.genes = _per_spot("genes", genes, n, 2, np.float32)
@@ -205,7 +225,13 @@ class SpotPairs(Dataset):
     def _fields(self, idx) -> dict[str, torch.Tensor]:
         """The non-image fields at ``idx`` (an int or a (B,) int64 tensor)."""
         out = {}
-        fields = (("genes", self.genes), ("z", self.z), ("label", self.labels), ("probs", self.probs), ("patient", self.patients))
+        fields = (
+            ("genes", self.genes),
+            ("z", self.z),
+            ("label", self.labels),
+            ("probs", self.probs),
+            ("patient", self.patients),
+        )
         for key, values in fields:
             if values is not None:
                 out[key] = values[idx]
@@ -251,7 +277,9 @@ class SpotPairs(Dataset):
         about a millisecond apiece; two storages instead of six make workers ~1.7x faster.
         """
         b = len(index)
-        floats = [(k, v) for k, v in (("genes", self.genes), ("z", self.z), ("probs", self.probs)) if v is not None]
+        floats = [
+            (k, v) for k, v in (("genes", self.genes), ("z", self.z), ("probs", self.probs)) if v is not None
+        ]
         buffer = torch.empty(b * sum(v.shape[1] for _, v in floats), dtype=torch.float32)
         out, start = {}, 0
         for key, values in floats:
@@ -267,7 +295,8 @@ class SpotPairs(Dataset):
 
 def collate_batch(batch):
     """``collate_fn`` for :class:`SpotPairs`: a batch from ``__getitems__`` is already a dict of
-    tensors and passes through unchanged; a list of items is collated the default way."""
+    tensors and passes through unchanged; a list of items is collated the default way.
+    """
     if isinstance(batch, Mapping):
         return batch
     return default_collate(batch)

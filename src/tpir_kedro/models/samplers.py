@@ -35,12 +35,17 @@ from torch.utils.data import Sampler
 class PatientMixingSampler(Sampler[int]):
     """Dataset indices in patient-mixed batches, reshuffled per epoch, sharded over DDP ranks.
 
-    Args:
-        patients: (n,) patient code (any hashable numpy dtype) of each dataset position.
-        batch_size: per-rank batch size; must equal the DataLoader's.
-        seed: base seed; epoch e uses the stream (seed, e).
-        num_replicas, rank: DDP world size and this process's rank; default from
-            ``torch.distributed`` when it is initialised, else 1 and 0.
+    Parameters
+    ----------
+    patients
+        (n,) patient code (any hashable numpy dtype) of each dataset position.
+    batch_size
+        per-rank batch size; must equal the DataLoader's.
+    seed
+        base seed; epoch e uses the stream (seed, e).
+    num_replicas, rank
+        DDP world size and this process's rank; default from
+        ``torch.distributed`` when it is initialised, else 1 and 0.
     """
 
     def __init__(
@@ -63,7 +68,9 @@ class PatientMixingSampler(Sampler[int]):
         if rank is None:
             rank = dist.get_rank() if distributed else 0
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas} and {rank}")
+            raise ValueError(
+                f"need num_replicas >= 1 and 0 <= rank < num_replicas, got {num_replicas} and {rank}"
+            )
         self.batch_size, self.num_replicas, self.rank = int(batch_size), int(num_replicas), int(rank)
         self.seed, self.epoch = int(seed), 0
 
@@ -89,7 +96,8 @@ class PatientMixingSampler(Sampler[int]):
 
     def schedule(self, epoch: int) -> np.ndarray:
         """All ranks' batches of ``epoch``, (batches_per_rank * num_replicas, batch_size) int64;
-        global batch g is rows g * num_replicas ... (g + 1) * num_replicas - 1."""
+        global batch g is rows g * num_replicas ... (g + 1) * num_replicas - 1.
+        """
         rng = np.random.default_rng([self.seed, epoch])
         queues = [rng.permutation(m) for m in self._members]
         counts = np.array([len(m) for m in self._members], dtype=np.int64)
@@ -103,7 +111,9 @@ class PatientMixingSampler(Sampler[int]):
             target += share
             seats = np.minimum(base, counts - used)
             free = size - int(seats.sum())
-            while free > 0:  # one extra seat each to the patients furthest behind; repeats only when some ran out
+            while (
+                free > 0
+            ):  # one extra seat each to the patients furthest behind; repeats only when some ran out
                 behind = np.where(counts - used - seats > 0, target - used - seats, -np.inf)
                 ranked = np.lexsort((rng.random(len(counts)), -behind))  # most behind first, random ties
                 take = ranked[: min(free, int(np.isfinite(behind).sum()))]

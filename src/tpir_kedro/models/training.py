@@ -78,7 +78,16 @@ class TrainingData:
 
     def subset(self, keep: np.ndarray) -> TrainingData:
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
-        return TrainingData(self.patches, self.rows[keep], pick(self.genes), pick(self.z), self.labels[keep], pick(self.probs), self.patients[keep], self.n_classes)
+        return TrainingData(
+            self.patches,
+            self.rows[keep],
+            pick(self.genes),
+            pick(self.z),
+            self.labels[keep],
+            pick(self.probs),
+            self.patients[keep],
+            self.n_classes,
+        )
 
 
 @dataclass
@@ -112,7 +121,12 @@ def _hash_array(h, a) -> None:
 
 def training_fingerprint(variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int) -> str:
     h = hashlib.sha256()
-    spec = {"variant": variant.to_dict(), "config": config.fingerprint_dict(), "seed": seed, "code": models_code_digest()}
+    spec = {
+        "variant": variant.to_dict(),
+        "config": config.fingerprint_dict(),
+        "seed": seed,
+        "code": models_code_digest(),
+    }
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     for a in (data.rows, data.genes, data.z, data.labels, data.probs, data.patients):
         _hash_array(h, a)
@@ -132,8 +146,10 @@ def resolve_precision(config: TrainingConfig) -> str:
 
 
 def resolve_strategy(config: TrainingConfig) -> str:
-    several = config.devices == -1 or (isinstance(config.devices, int) and config.devices > 1) or (
-        isinstance(config.devices, str) and config.devices not in ("1", "auto")
+    several = (
+        config.devices == -1
+        or (isinstance(config.devices, int) and config.devices > 1)
+        or (isinstance(config.devices, str) and config.devices not in ("1", "auto"))
     )
     if config.strategy == "auto" and several:
         # Plain "ddp" re-launches sys.argv (the whole `kedro run`) on every rank.
@@ -141,11 +157,18 @@ def resolve_strategy(config: TrainingConfig) -> str:
     return config.strategy
 
 
-def make_trainer(config: TrainingConfig, run_dir: Path | None, callbacks: list, max_steps: int | None = None, max_epochs: int | None = None) -> L.Trainer:
+def make_trainer(
+    config: TrainingConfig,
+    run_dir: Path | None,
+    callbacks: list,
+    max_steps: int | None = None,
+    max_epochs: int | None = None,
+) -> L.Trainer:
     """The Trainer every image-training run uses (the throughput benchmark too, so it measures this).
 
     ``config.max_steps`` (unless ``max_steps`` overrides it) fixes the optimiser steps, as many epochs
-    as they take; without it, ``config.epochs`` decide."""
+    as they take; without it, ``config.epochs`` decide.
+    """
     steps = config.max_steps if max_steps is None else max_steps
     steps = -1 if steps is None else int(steps)
     epochs = config.epochs if max_epochs is None else max_epochs
@@ -170,7 +193,9 @@ def make_trainer(config: TrainingConfig, run_dir: Path | None, callbacks: list, 
 class _SpotPairsData(L.LightningDataModule):
     """Builds the loader inside each process, so the sampler sees that process's DDP rank."""
 
-    def __init__(self, data: TrainingData, batch_size: int, num_workers: int, seed: int, with_z: bool, with_probs: bool):
+    def __init__(
+        self, data: TrainingData, batch_size: int, num_workers: int, seed: int, with_z: bool, with_probs: bool
+    ):
         super().__init__()
         self.data, self.batch_size, self.num_workers, self.seed = data, batch_size, num_workers, seed
         self.with_z, self.with_probs = with_z, with_probs
@@ -178,43 +203,84 @@ class _SpotPairsData(L.LightningDataModule):
     def train_dataloader(self):
         d = self.data
         dataset = SpotPairs(
-            patches=d.patches, rows=d.rows, genes=d.genes, z=d.z if self.with_z else None,
-            labels=d.labels, probs=d.probs if self.with_probs else None, patients=d.patients,
+            patches=d.patches,
+            rows=d.rows,
+            genes=d.genes,
+            z=d.z if self.with_z else None,
+            labels=d.labels,
+            probs=d.probs if self.with_probs else None,
+            patients=d.patients,
             random_view=np.ndim(d.patches) == 3,  # cached features: the loader draws each spot's view
         )
         sampler = PatientMixingSampler(d.patients, batch_size=self.batch_size, seed=self.seed)
         return torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, collate_fn=collate_batch,
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available(),
+            dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            collate_fn=collate_batch,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
         )
 
 
-def build_module(variant: VariantSpec, config: TrainingConfig, data: TrainingData, encoder: ImageEncoder) -> L.LightningModule:
+def build_module(
+    variant: VariantSpec, config: TrainingConfig, data: TrainingData, encoder: ImageEncoder
+) -> L.LightningModule:
     """The Lightning module of one trained variant under ``config.regime``. In the frozen regime the
-    backbone stays outside it (its features come cached) and the view sampler replaces augmentation."""
+    backbone stays outside it (its features come cached) and the view sampler replaces augmentation.
+    """
     if config.regime == "frozen":
         if np.asarray(data.patches).ndim != 3:
-            raise ValueError("the frozen regime trains on cached backbone features (n_store, V, D); got a patch store")
+            raise ValueError(
+                "the frozen regime trains on cached backbone features (n_store, V, D); got a patch store"
+            )
         image_encoder, augment, blocks = None, ViewSampler(), None
     else:
         augment = PatchAugment.from_params({**config.augment, "mean": encoder.mean, "std": encoder.std})
         image_encoder, blocks = encoder, (config.trainable_blocks if config.regime == "partial" else None)
     adapter = ImageAdapter(encoder.feature_dim, config.adapter_hidden, config.adapter_dim, config.dropout)
-    common = dict(lr=config.lr, backbone_lr=config.backbone_lr, weight_decay=config.weight_decay, channels_last=config.channels_last, trainable_blocks=blocks)
+    common = dict(
+        lr=config.lr,
+        backbone_lr=config.backbone_lr,
+        weight_decay=config.weight_decay,
+        channels_last=config.channels_last,
+        trainable_blocks=blocks,
+    )
     if variant.objective == "supervised":
         counts = np.bincount(data.labels, minlength=data.n_classes).astype(np.float32)
         # Inverse-frequency weights: real folds are dominated by one or two classes.
-        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, int((counts > 0).sum())), 0.0)
-        return SupervisedModule(image_encoder, augment, adapter, data.n_classes, torch.tensor(weights, dtype=torch.float32), dropout=config.dropout, **common)
+        weights = np.where(
+            counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, int((counts > 0).sum())), 0.0
+        )
+        return SupervisedModule(
+            image_encoder,
+            augment,
+            adapter,
+            data.n_classes,
+            torch.tensor(weights, dtype=torch.float32),
+            dropout=config.dropout,
+            **common,
+        )
     return ContrastiveModule(
-        image_encoder, augment, adapter, contrastive_loss(variant.loss, variant.loss_params), variant.gene_input, data.genes.shape[1],
-        embed_dim=config.embed_dim, gene_hidden=config.gene_hidden, dropout=config.dropout, **common,
+        image_encoder,
+        augment,
+        adapter,
+        contrastive_loss(variant.loss, variant.loss_params),
+        variant.gene_input,
+        data.genes.shape[1],
+        embed_dim=config.embed_dim,
+        gene_hidden=config.gene_hidden,
+        dropout=config.dropout,
+        **common,
     )
 
 
 def checkpoint_every_n_epochs(batches_per_epoch: int) -> int:
     """Epochs between two saves of ``last.ckpt``: every epoch when epochs are long (full fine-tuning on
-    real data), every ~``CHECKPOINT_STEPS`` steps when they are short (the frozen regime's)."""
+    real data), every ~``CHECKPOINT_STEPS`` steps when they are short (the frozen regime's).
+    """
     return max(1, CHECKPOINT_STEPS // max(1, int(batches_per_epoch)))
 
 
@@ -238,7 +304,9 @@ def _history(run_dir: Path) -> pd.DataFrame:
     return table[keep]
 
 
-def train_image_model(variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int, run_root: Path | None) -> TrainedImageModel:
+def train_image_model(
+    variant: VariantSpec, config: TrainingConfig, data: TrainingData, seed: int, run_root: Path | None
+) -> TrainedImageModel:
     """Trains (or reloads) one variant's image model on ``data``.
 
     ``run_root``: the checkpoint folder of this variant and fold; the run goes to
@@ -253,7 +321,9 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
         if (data.labels >= 0).sum() == 0:
             raise ValueError(f"variant {variant.name!r} needs tissue labels, and no training spot has one")
     if len(data.rows) < config.batch_size:
-        raise ValueError(f"variant {variant.name!r}: {len(data.rows)} training spots, fewer than one batch ({config.batch_size})")
+        raise ValueError(
+            f"variant {variant.name!r}: {len(data.rows)} training spots, fewer than one batch ({config.batch_size})"
+        )
     fingerprint = training_fingerprint(variant, config, data, seed)
     module = build_module(variant, config, data, encoder)
     run_dir = None if run_root is None else Path(run_root) / f"seed{seed}-{fingerprint}"
@@ -261,7 +331,15 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
         module.load_state_dict(torch.load(run_dir / FINAL_WEIGHTS, map_location="cpu", weights_only=True))
         meta = json.loads((run_dir / FINAL_META).read_text())
         logger.info("variant %s: reusing finished run %s", variant.name, run_dir)
-        return TrainedImageModel(variant, _trained_encoder(module, encoder), module, _history(run_dir), float(meta["seconds"]), fingerprint, reused=True)
+        return TrainedImageModel(
+            variant,
+            _trained_encoder(module, encoder),
+            module,
+            _history(run_dir),
+            float(meta["seconds"]),
+            fingerprint,
+            reused=True,
+        )
 
     if config.threads:
         torch.set_num_threads(int(config.threads))
@@ -271,14 +349,26 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
         # One file, overwritten at epoch ends. (save_last=True with save_top_k=0 never writes last.ckpt in
         # Lightning 2.x: it only saves "last" at a step where a top-k checkpoint was saved.)
         every = checkpoint_every_n_epochs(len(data.rows) // config.batch_size)
-        callbacks.append(ModelCheckpoint(dirpath=run_dir, filename=LAST_CHECKPOINT.removesuffix(".ckpt"), save_top_k=1, every_n_epochs=every, enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=run_dir,
+                filename=LAST_CHECKPOINT.removesuffix(".ckpt"),
+                save_top_k=1,
+                every_n_epochs=every,
+                enable_version_counter=False,
+            )
+        )
         if (run_dir / LAST_CHECKPOINT).is_file():
             resume = run_dir / LAST_CHECKPOINT
             logger.info("variant %s: resuming from %s", variant.name, resume)
     trainer = make_trainer(config, run_dir, callbacks)
     datamodule = _SpotPairsData(
-        data, config.batch_size, config.num_workers, seed,
-        with_z=variant.loss == "similarity", with_probs=variant.use_class_probs,
+        data,
+        config.batch_size,
+        config.num_workers,
+        seed,
+        with_z=variant.loss == "similarity",
+        with_probs=variant.use_class_probs,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)
@@ -288,9 +378,22 @@ def train_image_model(variant: VariantSpec, config: TrainingConfig, data: Traini
     history = pd.DataFrame()
     if run_dir is not None and trainer.is_global_zero:
         _atomic_save(module.state_dict(), run_dir / FINAL_WEIGHTS)
-        (run_dir / FINAL_META).write_text(json.dumps({"variant": variant.to_dict(), "config": config.to_dict(), "seed": seed, "seconds": seconds}, default=str))
+        (run_dir / FINAL_META).write_text(
+            json.dumps(
+                {"variant": variant.to_dict(), "config": config.to_dict(), "seed": seed, "seconds": seconds},
+                default=str,
+            )
+        )
         history = _history(run_dir)
-    return TrainedImageModel(variant, _trained_encoder(module, encoder), module, history, seconds, fingerprint, resumed=resume is not None)
+    return TrainedImageModel(
+        variant,
+        _trained_encoder(module, encoder),
+        module,
+        history,
+        seconds,
+        fingerprint,
+        resumed=resume is not None,
+    )
 
 
 def _trained_encoder(module: L.LightningModule, initial: ImageEncoder) -> ImageEncoder:

@@ -36,13 +36,19 @@ class VariantSpec:
     @property
     def needs_labels(self) -> bool:
         """Cannot train without a labelled training spot (class_guided with scANVI's class
-        probabilities can: every spot then gets soft p_i . p_j targets)."""
+        probabilities can: every spot then gets soft p_i . p_j targets).
+        """
         return self.objective == "supervised" or (self.loss == "class_guided" and not self.use_class_probs)
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "objective": self.objective, "gene_input": self.gene_input, "loss": self.loss,
-            "loss_params": dict(self.loss_params), "init": self.init, "use_class_probs": self.use_class_probs,
+            "name": self.name,
+            "objective": self.objective,
+            "gene_input": self.gene_input,
+            "loss": self.loss,
+            "loss_params": dict(self.loss_params),
+            "init": self.init,
+            "use_class_probs": self.use_class_probs,
         }
 
 
@@ -68,23 +74,35 @@ def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
     )
     if objective == "contrastive":
         if variant.gene_input not in GENE_INPUTS:
-            raise ValueError(f"variant {name!r}: gene_input {variant.gene_input!r} is not one of {GENE_INPUTS}")
+            raise ValueError(
+                f"variant {name!r}: gene_input {variant.gene_input!r} is not one of {GENE_INPUTS}"
+            )
         if variant.loss is None:
             raise ValueError(f"variant {name!r}: a contrastive variant needs a loss")
         try:
             contrastive_loss(variant.loss, variant.loss_params)
         except ValueError as exc:
             raise ValueError(f"variant {name!r}: {exc}") from exc
-        if variant.loss == "similarity" and variant.loss_params.get("target_source", "gene") != "image" and variant.gene_input not in VAE_INPUTS:
-            raise ValueError(f"variant {name!r}: similarity targets from genes need gene_input scvi or scanvi")
+        if (
+            variant.loss == "similarity"
+            and variant.loss_params.get("target_source", "gene") != "image"
+            and variant.gene_input not in VAE_INPUTS
+        ):
+            raise ValueError(
+                f"variant {name!r}: similarity targets from genes need gene_input scvi or scanvi"
+            )
         if variant.use_class_probs and variant.gene_input != "scanvi":
-            raise ValueError(f"variant {name!r}: use_class_probs needs gene_input scanvi (its predicted class probabilities)")
+            raise ValueError(
+                f"variant {name!r}: use_class_probs needs gene_input scanvi (its predicted class probabilities)"
+            )
     elif variant.gene_input or variant.loss:
         raise ValueError(f"variant {name!r}: objective {objective!r} takes no gene_input or loss")
     return variant
 
 
-def parse_variants(variants: Mapping[str, Mapping[str, Any]], selected: list[str] | None = None) -> list[VariantSpec]:
+def parse_variants(
+    variants: Mapping[str, Mapping[str, Any]], selected: list[str] | None = None
+) -> list[VariantSpec]:
     """The variants to run, in ``selected`` order (all, in file order, when None)."""
     if not variants:
         raise ValueError("no variants are defined (parameters 'variants')")

@@ -23,7 +23,16 @@ def umap_grid(coordinates: dict[str, np.ndarray], colour: pd.Series, title: str)
     values = colour.astype(str).to_numpy()
     groups = sorted(set(values))
     palette = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+        "#1f77b4",
+        "#ff7f0e",
+        "#2ca02c",
+        "#d62728",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#7f7f7f",
+        "#bcbd22",
+        "#17becf",
     ]
     for col, name in enumerate(names, start=1):
         xy = coordinates[name]
@@ -31,10 +40,16 @@ def umap_grid(coordinates: dict[str, np.ndarray], colour: pd.Series, title: str)
             mask = values == group
             fig.add_trace(
                 go.Scattergl(
-                    x=xy[mask, 0], y=xy[mask, 1], mode="markers", name=group, legendgroup=group, showlegend=col == 1,
+                    x=xy[mask, 0],
+                    y=xy[mask, 1],
+                    mode="markers",
+                    name=group,
+                    legendgroup=group,
+                    showlegend=col == 1,
                     marker={"size": 3, "color": palette[g_index % len(palette)]},
                 ),
-                row=1, col=col,
+                row=1,
+                col=col,
             )
         fig.update_xaxes(showticklabels=False, row=1, col=col)
         fig.update_yaxes(showticklabels=False, row=1, col=col)

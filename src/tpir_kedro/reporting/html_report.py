@@ -1,5 +1,6 @@
 """One self-contained HTML page of plotly figures: plotly.js is embedded once, inline, so the
-report opens offline and can be mailed as a single file."""
+report opens offline and can be mailed as a single file.
+"""
 
 from __future__ import annotations
 
@@ -38,14 +39,25 @@ def figure_div_id(key: str) -> str:
 
 
 def _figure_section(item: ReportFigure) -> str:
-    div = pio.to_html(item.figure, include_plotlyjs=False, full_html=False, div_id=figure_div_id(item.key), config={"displaylogo": False})
+    div = pio.to_html(
+        item.figure,
+        include_plotlyjs=False,
+        full_html=False,
+        div_id=figure_div_id(item.key),
+        config={"displaylogo": False},
+    )
     caption = f"<p class='caption'>{escape(item.caption)}</p>" if item.caption else ""
     return f"<section id='section-{escape(item.key)}'><h2>{escape(item.title)}</h2>{caption}{div}</section>"
 
 
-def render_html_report(title: str, figures: list[ReportFigure], provenance_html: str, subtitle: str = "") -> str:
+def render_html_report(
+    title: str, figures: list[ReportFigure], provenance_html: str, subtitle: str = ""
+) -> str:
     """The whole page: a table of contents, every figure in order, then the provenance."""
-    nav = "".join(f"<a href='#section-{escape(f.key)}'>{escape(f.title)}</a>" for f in figures) + "<a href='#provenance'>Provenance</a>"
+    nav = (
+        "".join(f"<a href='#section-{escape(f.key)}'>{escape(f.title)}</a>" for f in figures)
+        + "<a href='#provenance'>Provenance</a>"
+    )
     sections = "\n".join(_figure_section(f) for f in figures)
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -10,7 +10,9 @@ def key_value_table(rows: dict, empty: str = "none recorded") -> str:
     """A two-column HTML table; nested values are shown as compact JSON."""
     if not rows:
         return f"<p class='muted'>{escape(empty)}</p>"
-    body = "".join(f"<tr><th>{escape(str(key))}</th><td>{escape(_text(value))}</td></tr>" for key, value in rows.items())
+    body = "".join(
+        f"<tr><th>{escape(str(key))}</th><td>{escape(_text(value))}</td></tr>" for key, value in rows.items()
+    )
     return f"<table class='kv'>{body}</table>"
 
 
@@ -49,11 +51,16 @@ def provenance_html(run_info: dict) -> str:
     parameters = json.dumps(run_info.get("parameters") or {}, indent=2, sort_keys=True, default=str)
     return "\n".join(
         [
-            "<h3>Run</h3>", key_value_table(summary),
-            "<h3>Wall time per stage so far (s)</h3>", key_value_table(stages, "not recorded (the report ran outside a Kedro run)"),
-            "<h3>Input dataset versions</h3>", key_value_table(run_info.get("input_dataset_versions") or {}, "none recorded"),
-            "<h3>Device</h3>", key_value_table(run_info.get("device") or {}),
-            "<h3>Packages</h3>", key_value_table(run_info.get("packages") or {}),
+            "<h3>Run</h3>",
+            key_value_table(summary),
+            "<h3>Wall time per stage so far (s)</h3>",
+            key_value_table(stages, "not recorded (the report ran outside a Kedro run)"),
+            "<h3>Input dataset versions</h3>",
+            key_value_table(run_info.get("input_dataset_versions") or {}, "none recorded"),
+            "<h3>Device</h3>",
+            key_value_table(run_info.get("device") or {}),
+            "<h3>Packages</h3>",
+            key_value_table(run_info.get("packages") or {}),
             f"<details><summary>Resolved parameters</summary><pre>{escape(parameters)}</pre></details>",
         ]
     )

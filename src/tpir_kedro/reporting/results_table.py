@@ -1,5 +1,6 @@
 """The results summary as a plotly table: one row per variant, representation space and probe, mean ± sd
-over held-out patients (seeds averaged within each), and the paired difference against imagenet."""
+over held-out patients (seeds averaged within each), and the paired difference against imagenet.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import plotly.graph_objects as go
 
 from tpir_kedro.reporting.message_figure import message_figure
 
-TITLE = "Results on held-out patients (mean ± sd over held-out patients, seeds averaged within each; n = folds)"
+TITLE = (
+    "Results on held-out patients (mean ± sd over held-out patients, seeds averaged within each; n = folds)"
+)
 # (header, mean column, sd column): metrics of results_summary, in the order readers compare them.
 METRIC_COLUMNS = (
     ("macro-F1", "macro_f1_mean", "macro_f1_std"),
@@ -45,7 +48,8 @@ def ahead(n_ahead, n_folds) -> str:
 def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
     """``results_summary``: one row per (variant, space, probe) with ``{metric}_mean``/``_std``
     columns, ``n_folds`` and, against the baseline, ``macro_f1_diff_vs_imagenet_mean``/``_sd``,
-    ``_ci_low``/``_ci_high`` (95% over folds) and ``_n_folds_ahead``."""
+    ``_ci_low``/``_ci_high`` (95% over folds) and ``_n_folds_ahead``.
+    """
     if results_summary.empty or not {"variant", "probe"} <= set(results_summary.columns):
         return message_figure(TITLE, "No results: no variant was evaluated on a held-out patient.")
     keys = [k for k in ("variant", "space", "probe") if k in results_summary.columns]
@@ -54,16 +58,49 @@ def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
     for name, mean, sd in METRIC_COLUMNS:
         if mean in results_summary.columns:
             header.append(name)
-            sds = results_summary[sd] if sd in results_summary.columns else pd.Series(float("nan"), index=results_summary.index)
-            cells.append([mean_sd(m, s) for m, s in zip(results_summary[mean].astype(float), sds.astype(float))])
-    if {"macro_f1_diff_vs_imagenet_ci_low", "macro_f1_diff_vs_imagenet_n_folds_ahead"} <= set(results_summary.columns):
+            sds = (
+                results_summary[sd]
+                if sd in results_summary.columns
+                else pd.Series(float("nan"), index=results_summary.index)
+            )
+            cells.append(
+                [mean_sd(m, s) for m, s in zip(results_summary[mean].astype(float), sds.astype(float))]
+            )
+    if {"macro_f1_diff_vs_imagenet_ci_low", "macro_f1_diff_vs_imagenet_n_folds_ahead"} <= set(
+        results_summary.columns
+    ):
         header += ["Δ 95% interval", "folds ahead"]
-        cells.append([interval(lo, hi) for lo, hi in zip(results_summary["macro_f1_diff_vs_imagenet_ci_low"].astype(float), results_summary["macro_f1_diff_vs_imagenet_ci_high"].astype(float))])
-        cells.append([ahead(a, n) for a, n in zip(results_summary["macro_f1_diff_vs_imagenet_n_folds_ahead"], results_summary["macro_f1_diff_vs_imagenet_n_folds"])])
+        cells.append(
+            [
+                interval(lo, hi)
+                for lo, hi in zip(
+                    results_summary["macro_f1_diff_vs_imagenet_ci_low"].astype(float),
+                    results_summary["macro_f1_diff_vs_imagenet_ci_high"].astype(float),
+                )
+            ]
+        )
+        cells.append(
+            [
+                ahead(a, n)
+                for a, n in zip(
+                    results_summary["macro_f1_diff_vs_imagenet_n_folds_ahead"],
+                    results_summary["macro_f1_diff_vs_imagenet_n_folds"],
+                )
+            ]
+        )
     for count in ("n_folds", "n_seeds"):
         if count in results_summary.columns:
             header.append(count)
             cells.append(["" if pd.isna(n) else str(int(n)) for n in results_summary[count]])
-    fig = go.Figure(go.Table(header={"values": header, "align": "left", "fill_color": "#e8eef7", "font": {"size": 12}}, cells={"values": cells, "align": "left", "height": 24}))
-    fig.update_layout(title=TITLE, height=min(120 + 26 * (len(results_summary) + 1), 900), margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    fig = go.Figure(
+        go.Table(
+            header={"values": header, "align": "left", "fill_color": "#e8eef7", "font": {"size": 12}},
+            cells={"values": cells, "align": "left", "height": 24},
+        )
+    )
+    fig.update_layout(
+        title=TITLE,
+        height=min(120 + 26 * (len(results_summary) + 1), 900),
+        margin={"l": 10, "r": 10, "t": 60, "b": 10},
+    )
     return fig

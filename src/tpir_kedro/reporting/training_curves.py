@@ -24,7 +24,10 @@ def training_curves_figure(training_history: pd.DataFrame, columns: int = 3) -> 
     """
     losses = [c for c in ("train_loss_step", "train_loss_epoch") if c in training_history.columns]
     if training_history.empty or not losses or not {"variant", "step"} <= set(training_history.columns):
-        return message_figure(TITLE, "No training history: no variant was trained in this run (baselines only), or no run logged a loss.")
+        return message_figure(
+            TITLE,
+            "No training history: no variant was trained in this run (baselines only), or no run logged a loss.",
+        )
     history = training_history.copy()
     for key in RUN_KEYS:
         history[key] = history[key].astype(str) if key in history.columns else "-"
@@ -32,7 +35,13 @@ def training_curves_figure(training_history: pd.DataFrame, columns: int = 3) -> 
     variants = list(dict.fromkeys(history["variant"]))
     columns = max(1, min(columns, len(variants)))
     rows = math.ceil(len(variants) / columns)
-    fig = make_subplots(rows=rows, cols=columns, subplot_titles=variants, horizontal_spacing=0.06, vertical_spacing=0.25 / rows)
+    fig = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=variants,
+        horizontal_spacing=0.06,
+        vertical_spacing=0.25 / rows,
+    )
     runs = list(dict.fromkeys(map(tuple, history[RUN_KEYS].to_numpy())))
     palette = qualitative.Plotly
     in_legend: set[str] = set()
@@ -48,13 +57,22 @@ def training_curves_figure(training_history: pd.DataFrame, columns: int = 3) -> 
                 points = run.dropna(subset=[loss])
                 fig.add_trace(
                     go.Scatter(
-                        x=points["step"], y=points[loss], mode=mode, name=name, legendgroup=name, showlegend=name not in in_legend,
-                        line={"color": colour, "width": 1}, marker={"color": colour, "size": 6},
+                        x=points["step"],
+                        y=points[loss],
+                        mode=mode,
+                        name=name,
+                        legendgroup=name,
+                        showlegend=name not in in_legend,
+                        line={"color": colour, "width": 1},
+                        marker={"color": colour, "size": 6},
                         hovertemplate=f"{variant} {name}<br>step %{{x}}<br>{loss}: %{{y:.4f}}<extra></extra>",
                     ),
-                    row=row + 1, col=col + 1,
+                    row=row + 1,
+                    col=col + 1,
                 )
                 in_legend.add(name)
     fig.update_xaxes(title_text="step", row=rows)
-    fig.update_layout(title=TITLE, template="plotly_white", height=260 * rows + 120, legend={"title": "fold, seed"})
+    fig.update_layout(
+        title=TITLE, template="plotly_white", height=260 * rows + 120, legend={"title": "fold, seed"}
+    )
     return fig

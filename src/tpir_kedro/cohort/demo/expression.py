@@ -84,10 +84,15 @@ def spot_counts(
 ) -> np.ndarray:
     """Sample counts for one section.
 
-    Args:
-        fractions: (n_spots, n_classes) tissue mixture under each spot.
-        cancer_classes: (n_classes,) bool, classes that carry the patient's tumour program.
-    Returns:
+    Parameters
+    ----------
+    fractions
+        (n_spots, n_classes) tissue mixture under each spot.
+    cancer_classes
+        (n_classes,) bool, classes that carry the patient's tumour program.
+
+    Returns
+    -------
         (n_spots, n_genes) int64 counts.
     """
     section_gene = rng.normal(0.0, cfg.section_gene_sd, cfg.n_genes)
@@ -95,7 +100,7 @@ def spot_counts(
     log_class = programs.base + programs.classes + np.outer(cancer_classes, patient.tumour)
     class_props = _softmax(log_class)  # (n_classes, n_genes)
     props = fractions @ class_props  # (n_spots, n_genes)
-    props = props ** patient.gamma * np.exp(patient.gene + section_gene)
+    props = props**patient.gamma * np.exp(patient.gene + section_gene)
     props /= props.sum(axis=1, keepdims=True)
     depth = cfg.mean_library_size * np.exp(
         patient.library + section_library + rng.normal(0.0, cfg.spot_library_sd, len(fractions))

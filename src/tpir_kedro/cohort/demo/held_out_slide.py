@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 
 from tpir_kedro.cohort.demo.histology import patient_stain, render_he, section_style
-from tpir_kedro.cohort.demo.simulate import BASE_LOG_COMPOSITION, DemoCohortConfig, _label_table, _spot_table, section_geometry
+from tpir_kedro.cohort.demo.simulate import (
+    BASE_LOG_COMPOSITION,
+    DemoCohortConfig,
+    _label_table,
+    _spot_table,
+    section_geometry,
+)
 from tpir_kedro.cohort.demo.tissue import class_fractions_in_disks, class_map, smooth_fields, tissue_mask
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
 from tpir_kedro.cohort.slide_folder import SlideFolder
@@ -25,7 +31,9 @@ _HELD_OUT_STREAM = 0x51_1DE
 def held_out_patient(config: DemoCohortConfig) -> str:
     """The extra patient's letter: the one after the cohort's last (patient index ``n_patients``)."""
     if config.n_patients >= len(string.ascii_uppercase):
-        raise ValueError(f"the demo has letters for {len(string.ascii_uppercase) - 1} patients plus the held-out one")
+        raise ValueError(
+            f"the demo has letters for {len(string.ascii_uppercase) - 1} patients plus the held-out one"
+        )
     return string.ascii_uppercase[config.n_patients]
 
 
@@ -39,14 +47,20 @@ def simulate_held_out_slide(config: DemoCohortConfig) -> SlideFolder:
 
     log_prior = BASE_LOG_COMPOSITION + rng.normal(0.0, config.composition_sd, n_classes)
     fields = smooth_fields(rng, n_classes, coarse, config.region_scale_spots)
-    fields = fields + config.section_field_sd * smooth_fields(rng, n_classes, coarse, config.region_scale_spots)
+    fields = fields + config.section_field_sd * smooth_fields(
+        rng, n_classes, coarse, config.region_scale_spots
+    )
     classes = class_map(fields, log_prior, pitch_px, shape)
     tissue = tissue_mask(rng, shape, margin_px * 0.6)
     spots = _spot_table(rng, config, tissue, pitch_px, margin_px)
     centres = spots[["pixel_x", "pixel_y"]].to_numpy()
-    fractions = class_fractions_in_disks(classes, centres, config.spot_diameter_um / 2 / config.um_per_px, n_classes)
+    fractions = class_fractions_in_disks(
+        classes, centres, config.spot_diameter_um / 2 / config.um_per_px, n_classes
+    )
     h_od, e_od = patient_stain(rng, config.stain_vector_sd, config.stain_intensity_sd)
-    image = render_he(rng, classes, tissue, config.um_per_px, section_style(rng, h_od, e_od, config.scanner_blur_max_px))
+    image = render_he(
+        rng, classes, tissue, config.um_per_px, section_style(rng, h_od, e_od, config.scanner_blur_max_px)
+    )
     labels = _label_table(rng, config, spots, fractions)["label"].to_numpy()
 
     spot_ids = [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"])]

@@ -25,7 +25,9 @@ class StainStyle:
     brightness: float
 
 
-def patient_stain(rng: np.random.Generator, vector_sd: float, intensity_sd: float) -> tuple[np.ndarray, np.ndarray]:
+def patient_stain(
+    rng: np.random.Generator, vector_sd: float, intensity_sd: float
+) -> tuple[np.ndarray, np.ndarray]:
     def jitter(v):
         v = np.clip(v + rng.normal(0.0, vector_sd, 3), 0.02, None)
         return v / np.linalg.norm(v) * np.exp(rng.normal(0.0, intensity_sd))
@@ -33,8 +35,15 @@ def patient_stain(rng: np.random.Generator, vector_sd: float, intensity_sd: floa
     return jitter(_H_OD) * 1.3, jitter(_E_OD) * 0.6
 
 
-def section_style(rng: np.random.Generator, h_od: np.ndarray, e_od: np.ndarray, blur_max_px: float) -> StainStyle:
-    return StainStyle(h_od=h_od, e_od=e_od, blur_px=float(rng.uniform(0.0, blur_max_px)), brightness=float(rng.normal(0.0, 0.04)))
+def section_style(
+    rng: np.random.Generator, h_od: np.ndarray, e_od: np.ndarray, blur_max_px: float
+) -> StainStyle:
+    return StainStyle(
+        h_od=h_od,
+        e_od=e_od,
+        blur_px=float(rng.uniform(0.0, blur_max_px)),
+        brightness=float(rng.normal(0.0, 0.04)),
+    )
 
 
 def _nuclei(rng, shape, per_um2, radius_um, um_per_px, aniso=1.0):
@@ -61,11 +70,15 @@ def _cells(rng, shape, per_um2, um_per_px):
 
 def _fibres(rng, shape, um_per_px, length_um=40.0, width_um=3.0):
     sigma = (width_um / um_per_px, length_um / um_per_px)
-    noise = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma if rng.random() < 0.5 else sigma[::-1])
+    noise = ndimage.gaussian_filter(
+        rng.standard_normal(shape).astype(np.float32), sigma if rng.random() < 0.5 else sigma[::-1]
+    )
     return noise / (noise.std() + 1e-8)
 
 
-def class_textures(rng: np.random.Generator, shape: tuple[int, int], um_per_px: float) -> list[tuple[np.ndarray, np.ndarray]]:
+def class_textures(
+    rng: np.random.Generator, shape: tuple[int, int], um_per_px: float
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(haematoxylin, eosin) density maps, one pair per tissue class in ``schema.TISSUE_CLASSES`` order."""
     u = um_per_px
     stroma = 0.55 + 0.25 * np.tanh(_fibres(rng, shape, u))
@@ -114,10 +127,15 @@ def render_he(
 ) -> np.ndarray:
     """Render an H&E-like RGB image.
 
-    Args:
-        classes: (H, W) tissue-class index per pixel.
-        tissue: (H, W) bool, False is glass (background).
-    Returns:
+    Parameters
+    ----------
+    classes
+        (H, W) tissue-class index per pixel.
+    tissue
+        (H, W) bool, False is glass (background).
+
+    Returns
+    -------
         (H, W, 3) uint8.
     """
     h = np.zeros(classes.shape, np.float32)

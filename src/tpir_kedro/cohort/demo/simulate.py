@@ -76,22 +76,45 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
         for s in range(config.sections_per_patient):
             name = f"{patient}{s + 1}"
             index = p * config.sections_per_patient + s
-            fields_s = patient_fields + config.section_field_sd * smooth_fields(rng, n_classes, coarse, config.region_scale_spots)
+            fields_s = patient_fields + config.section_field_sd * smooth_fields(
+                rng, n_classes, coarse, config.region_scale_spots
+            )
             classes = class_map(fields_s, log_prior, pitch_px, shape)
             tissue = tissue_mask(rng, shape, margin_px * 0.6)
             spots = _spot_table(rng, config, tissue, pitch_px, margin_px)
             centres = spots[["pixel_x", "pixel_y"]].to_numpy()
-            fractions = class_fractions_in_disks(classes, centres, config.spot_diameter_um / 2 / config.um_per_px, n_classes)
+            fractions = class_fractions_in_disks(
+                classes, centres, config.spot_diameter_um / 2 / config.um_per_px, n_classes
+            )
             counts = spot_counts(rng, config.expression, programs, effects, fractions, _CANCER)
             ids = [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"])]
-            keep_genes = np.sort(rng.choice(len(genes), len(genes) - config.genes_missing_per_section, replace=False))
-            count_table = pd.DataFrame(counts[:, keep_genes], index=ids, columns=[genes[g] for g in keep_genes])
+            keep_genes = np.sort(
+                rng.choice(len(genes), len(genes) - config.genes_missing_per_section, replace=False)
+            )
+            count_table = pd.DataFrame(
+                counts[:, keep_genes], index=ids, columns=[genes[g] for g in keep_genes]
+            )
             has_image = index < n_sections - config.sections_without_image
-            image = render_he(rng, classes, tissue, config.um_per_px, section_style(rng, h_od, e_od, config.scanner_blur_max_px)) if has_image else None
+            image = (
+                render_he(
+                    rng,
+                    classes,
+                    tissue,
+                    config.um_per_px,
+                    section_style(rng, h_od, e_od, config.scanner_blur_max_px),
+                )
+                if has_image
+                else None
+            )
             # Like HER2ST, one section per patient carries pathologist labels.
             labels = _label_table(rng, config, spots, fractions) if s == 0 else None
             layout.sections[name] = Her2stSectionTables(
-                patient=patient, counts=count_table, spots=spots, labels=labels, image=image, image_name=f"HE_{name}.jpg"
+                patient=patient,
+                counts=count_table,
+                spots=spots,
+                labels=labels,
+                image=image,
+                image_name=f"HE_{name}.jpg",
             )
     return layout
 
@@ -110,16 +133,30 @@ def section_geometry(config: DemoCohortConfig) -> tuple[float, float, tuple[int,
     return pitch_px, margin_px, shape, coarse
 
 
-def _spot_table(rng, config: DemoCohortConfig, tissue: np.ndarray, pitch_px: float, margin_px: float) -> pd.DataFrame:
+def _spot_table(
+    rng, config: DemoCohortConfig, tissue: np.ndarray, pitch_px: float, margin_px: float
+) -> pd.DataFrame:
     gx, gy = config.grid
     x, y = np.meshgrid(np.arange(1, gx + 1), np.arange(1, gy + 1))
     x, y = x.ravel(), y.ravel()
     # A slight rotation and jitter, as real array-to-image registrations have.
     angle = rng.normal(0.0, 0.01)
-    px = margin_px + (x - 1) * pitch_px * np.cos(angle) - (y - 1) * pitch_px * np.sin(angle) + rng.normal(0, 0.5, len(x))
-    py = margin_px + (x - 1) * pitch_px * np.sin(angle) + (y - 1) * pitch_px * np.cos(angle) + rng.normal(0, 0.5, len(x))
+    px = (
+        margin_px
+        + (x - 1) * pitch_px * np.cos(angle)
+        - (y - 1) * pitch_px * np.sin(angle)
+        + rng.normal(0, 0.5, len(x))
+    )
+    py = (
+        margin_px
+        + (x - 1) * pitch_px * np.sin(angle)
+        + (y - 1) * pitch_px * np.cos(angle)
+        + rng.normal(0, 0.5, len(x))
+    )
     h, w = tissue.shape
-    on_tissue = tissue[np.clip(np.round(py).astype(int), 0, h - 1), np.clip(np.round(px).astype(int), 0, w - 1)]
+    on_tissue = tissue[
+        np.clip(np.round(py).astype(int), 0, h - 1), np.clip(np.round(px).astype(int), 0, w - 1)
+    ]
     table = pd.DataFrame(
         {
             "x": x,
@@ -138,12 +175,16 @@ def _label_table(rng, config: DemoCohortConfig, spots: pd.DataFrame, fractions: 
     """Majority class per spot; spots on a boundary (no clear majority) sometimes 'undetermined'."""
     labels = np.array(TISSUE_CLASSES, dtype=object)[fractions.argmax(axis=1)]
     ambiguous = fractions.max(axis=1) < 0.6
-    undetermined = ambiguous & (rng.random(len(labels)) < min(1.0, config.undetermined_fraction / max(ambiguous.mean(), 1e-6)))
+    undetermined = ambiguous & (
+        rng.random(len(labels)) < min(1.0, config.undetermined_fraction / max(ambiguous.mean(), 1e-6))
+    )
     labels[undetermined] = UNDETERMINED
     # Label files give decimal array coordinates and pixels in another frame, like HER2ST's.
     table = pd.DataFrame(
         {
-            "Row.names": [f"{round(px * 0.5)}x{round(py * 0.5)}" for px, py in zip(spots["pixel_x"], spots["pixel_y"])],
+            "Row.names": [
+                f"{round(px * 0.5)}x{round(py * 0.5)}" for px, py in zip(spots["pixel_x"], spots["pixel_y"])
+            ],
             "x": spots["new_x"],
             "y": spots["new_y"],
             "pixel_x": spots["pixel_x"] * 0.5,

@@ -18,15 +18,24 @@ def smooth_fields(rng: np.random.Generator, n: int, shape: tuple[int, int], sigm
     return fields / fields.reshape(n, -1).std(axis=1)[:, None, None]
 
 
-def class_map(fields: np.ndarray, log_prior: np.ndarray, upsample: float, out_shape: tuple[int, int]) -> np.ndarray:
+def class_map(
+    fields: np.ndarray, log_prior: np.ndarray, upsample: float, out_shape: tuple[int, int]
+) -> np.ndarray:
     """Class index per pixel: argmax over classes of (field + log prior), fields zoomed to pixels.
 
-    Args:
-        fields: (n_classes, h, w) coarse fields.
-        log_prior: (n_classes,) patient composition bias.
-        upsample: pixels per coarse cell.
-        out_shape: (H, W) of the image.
-    Returns:
+    Parameters
+    ----------
+    fields
+        (n_classes, h, w) coarse fields.
+    log_prior
+        (n_classes,) patient composition bias.
+    upsample
+        pixels per coarse cell.
+    out_shape
+        (H, W) of the image.
+
+    Returns
+    -------
         (H, W) int8 class indices.
     """
     scores = (fields + log_prior[:, None, None]).astype(np.float32)
@@ -59,7 +68,9 @@ def tissue_mask(rng: np.random.Generator, shape: tuple[int, int], margin: float)
     return radius < 1.0 + 0.12 * wobble
 
 
-def class_fractions_in_disks(classes: np.ndarray, centres_xy: np.ndarray, radius_px: float, n_classes: int) -> np.ndarray:
+def class_fractions_in_disks(
+    classes: np.ndarray, centres_xy: np.ndarray, radius_px: float, n_classes: int
+) -> np.ndarray:
     """(n_spots, n_classes) fraction of each class's pixels inside each spot's disk.
 
     A spot averages the cells under it, so its expression is a mixture of neighbouring tissues.

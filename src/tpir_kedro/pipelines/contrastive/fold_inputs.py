@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from tpir_kedro.cohort.log_expression import gene_indices, log_normalise
 from tpir_kedro.cohort.schema import COUNTS_LAYER, TISSUE_CLASSES
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
 from tpir_kedro.imaging.patch_store import PatchStore
-from tpir_kedro.cohort.log_expression import gene_indices, log_normalise
 from tpir_kedro.models.gene_encoder import GeneEncoder
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FoldInputs:
     """Row-aligned arrays of one fold. ``train_*``: training patients' spots with a patch;
-    ``test_*``: the held-out patient's spots with a patch (empty for the all-patient fold)."""
+    ``test_*``: the held-out patient's spots with a patch (empty for the all-patient fold).
+    """
 
     fold: str
     held_out_patient: str | None
@@ -85,7 +86,11 @@ def _skip_imageless(cohort: AnnData, patients: list[str]) -> None:
     obs = cohort.obs[cohort.obs["patient"].astype(str).isin(patients)]
     without = obs.loc[~obs["has_image"].astype(bool), "section"].astype(str)
     for section, n in without.value_counts().sort_index().items():
-        logger.info("section %s has no image: its %d spots train the gene encoder only, not the image encoder", section, n)
+        logger.info(
+            "section %s has no image: its %d spots train the gene encoder only, not the image encoder",
+            section,
+            n,
+        )
 
 
 def build_fold_inputs(
@@ -102,9 +107,15 @@ def build_fold_inputs(
         train, held_out = sorted(patient.unique()), None
     else:
         train = train_patients(patient_folds, fold)
-        held_out = str(patient_folds.loc[(patient_folds["fold"] == fold) & (patient_folds["role"] == "test"), "patient"].iloc[0])
+        held_out = str(
+            patient_folds.loc[
+                (patient_folds["fold"] == fold) & (patient_folds["role"] == "test"), "patient"
+            ].iloc[0]
+        )
     if fold not in fold_genes or fold not in gene_encoders:
-        raise KeyError(f"fold {fold!r} has no gene set or gene encoders (have {sorted(fold_genes)} / {sorted(gene_encoders)})")
+        raise KeyError(
+            f"fold {fold!r} has no gene set or gene encoders (have {sorted(fold_genes)} / {sorted(gene_encoders)})"
+        )
     genes = list(fold_genes[fold])
     check_gene_encoders(fold, genes, gene_encoders[fold])
     has_image = cohort.obs["has_image"].astype(bool).to_numpy()
@@ -114,7 +125,9 @@ def build_fold_inputs(
     training = cohort[train_mask]
     counts = cohort.layers[COUNTS_LAYER]
     top = genes[:n_top_genes]
-    log_hvg = np.asarray(log_normalise(counts[train_mask], gene_indices(cohort.var_names, genes)).todense(), dtype=np.float32)
+    log_hvg = np.asarray(
+        log_normalise(counts[train_mask], gene_indices(cohort.var_names, genes)).todense(), dtype=np.float32
+    )
     top_idx = gene_indices(cohort.var_names, top)
     embeddings = {kind: enc.embed(training).astype(np.float32) for kind, enc in gene_encoders[fold].items()}
     probs = None
@@ -139,6 +152,8 @@ def build_fold_inputs(
         embeddings=embeddings,
         class_probs=probs,
         top_genes=top,
-        train_top_expression=np.asarray(log_normalise(counts[train_mask], top_idx).todense(), dtype=np.float32),
+        train_top_expression=np.asarray(
+            log_normalise(counts[train_mask], top_idx).todense(), dtype=np.float32
+        ),
         test_top_expression=np.asarray(log_normalise(counts[test_mask], top_idx).todense(), dtype=np.float32),
     )

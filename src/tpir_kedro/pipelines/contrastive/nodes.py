@@ -47,7 +47,8 @@ class FoldEmbeddings:
     """A frozen fold model's outputs. ``features``: space -> (n_train + n_test, d) representation,
     training spots first then held-out spots (FoldInputs order); ``image_joint``: (n_test, e) held-out
     image embeddings in the joint space and ``gene_joint``: (n_train, e) training spots' gene-side
-    embeddings (contrastive variants only, else None)."""
+    embeddings (contrastive variants only, else None).
+    """
 
     variant: str
     fold: str
@@ -66,7 +67,12 @@ class FoldEmbeddings:
 
 
 def contrastive_training_inputs(
-    cohort: AnnData, patient_folds: pd.DataFrame, fold_genes: dict, gene_encoders: dict, patch_store: PatchStore, evaluation: dict
+    cohort: AnnData,
+    patient_folds: pd.DataFrame,
+    fold_genes: dict,
+    gene_encoders: dict,
+    patch_store: PatchStore,
+    evaluation: dict,
 ) -> dict[str, FoldInputs]:
     """Every evaluated fold's inputs, plus ``all`` (every patient) for the final models."""
     check_patch_store(cohort, patch_store)
@@ -75,13 +81,29 @@ def contrastive_training_inputs(
         folds.append(ALL_PATIENTS)
     inputs = {}
     for fold in folds:
-        inputs[fold] = build_fold_inputs(cohort, patch_store, patient_folds, fold_genes, gene_encoders, fold, int(evaluation["n_top_genes"]))
+        inputs[fold] = build_fold_inputs(
+            cohort,
+            patch_store,
+            patient_folds,
+            fold_genes,
+            gene_encoders,
+            fold,
+            int(evaluation["n_top_genes"]),
+        )
         f = inputs[fold]
-        logger.info("fold %s: %d training spots with a patch (%d labelled), %d held-out spots", fold, len(f.train_obs), int((f.train_label_codes >= 0).sum()), len(f.test_obs))
+        logger.info(
+            "fold %s: %d training spots with a patch (%d labelled), %d held-out spots",
+            fold,
+            len(f.train_obs),
+            int((f.train_label_codes >= 0).sum()),
+            len(f.test_obs),
+        )
     return inputs
 
 
-def feature_views(config: TrainingConfig, store: PatchStore, checkpoint_root: Path, seed: int) -> np.ndarray | None:
+def feature_views(
+    config: TrainingConfig, store: PatchStore, checkpoint_root: Path, seed: int
+) -> np.ndarray | None:
     """The frozen regime's cached (n_store, V, D) backbone features of every patch (None otherwise)."""
     if config.regime != "frozen":
         return None
@@ -93,12 +115,24 @@ def feature_views(config: TrainingConfig, store: PatchStore, checkpoint_root: Pa
         import torch
 
         torch.set_num_threads(int(config.threads))
-    encoder = build_image_encoder(config.backbone, config.init, config.weights_path if config.init != "random" else None)
-    views = cached_feature_views(Path(checkpoint_root) / "feature_views", encoder, store.patches, int(config.feature_views), dict(config.augment), seed, batch_size=config.eval_batch_size)
+    encoder = build_image_encoder(
+        config.backbone, config.init, config.weights_path if config.init != "random" else None
+    )
+    views = cached_feature_views(
+        Path(checkpoint_root) / "feature_views",
+        encoder,
+        store.patches,
+        int(config.feature_views),
+        dict(config.augment),
+        seed,
+        batch_size=config.eval_batch_size,
+    )
     return reopenable_memmap(views)
 
 
-def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, views: np.ndarray | None = None) -> TrainingData:
+def _training_data(
+    variant: VariantSpec, inputs: FoldInputs, store: PatchStore, views: np.ndarray | None = None
+) -> TrainingData:
     from tpir_kedro.models.patch_data import reopenable_memmap
     from tpir_kedro.models.training import TrainingData
 
@@ -117,16 +151,28 @@ def _training_data(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, 
     probs = inputs.class_probs if variant.use_class_probs else None
     return TrainingData(
         # ddp_spawn sends a path, not the pixels
-        patches=views if views is not None and variant.trains else reopenable_memmap(store.patches), rows=inputs.train_rows,
-        genes=genes, z=z, labels=inputs.train_label_codes,
-        probs=probs, patients=inputs.train_patient_codes, n_classes=len(TISSUE_CLASSES),
+        patches=views if views is not None and variant.trains else reopenable_memmap(store.patches),
+        rows=inputs.train_rows,
+        genes=genes,
+        z=z,
+        labels=inputs.train_label_codes,
+        probs=probs,
+        patients=inputs.train_patient_codes,
+        n_classes=len(TISSUE_CLASSES),
     )
 
 
-def representations(trained: TrainedImageModel, store: PatchStore, rows: np.ndarray, config: TrainingConfig, views: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def representations(
+    trained: TrainedImageModel,
+    store: PatchStore,
+    rows: np.ndarray,
+    config: TrainingConfig,
+    views: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Space -> (len(rows), d): the representations of ``rows``' un-augmented patches that the probes
     read. The frozen regime's backbone features are its cached view 0 (the same numbers a backbone
-    pass gives), and its backbone is not a space of its own: it is the untouched initialisation."""
+    pass gives), and its backbone is not a space of its own: it is the untouched initialisation.
+    """
     from tpir_kedro.models.inference import embed_patches, project
 
     if views is not None and trained.variant.trains:  # views exist in the frozen regime only
@@ -137,7 +183,14 @@ def representations(trained: TrainedImageModel, store: PatchStore, rows: np.ndar
     return {BACKBONE: backbone, ADAPTER: project(trained.adapter, backbone)}
 
 
-def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, config: TrainingConfig, seed: int, views: np.ndarray | None = None) -> FoldEmbeddings:
+def _embed(
+    trained: TrainedImageModel,
+    inputs: FoldInputs,
+    store: PatchStore,
+    config: TrainingConfig,
+    seed: int,
+    views: np.ndarray | None = None,
+) -> FoldEmbeddings:
     from tpir_kedro.models.inference import project
 
     rows = np.concatenate([inputs.train_rows, inputs.test_rows])
@@ -146,31 +199,77 @@ def _embed(trained: TrainedImageModel, inputs: FoldInputs, store: PatchStore, co
     image_joint = gene_joint = None
     if module is not None and hasattr(module, "image_head") and len(inputs.test_rows):
         # The held-out patches' representations are already computed: project them, not the pixels again.
-        image_joint = project(module.image_head, features[ADAPTER][len(inputs.train_rows):])
-        genes = inputs.log_hvg if trained.variant.gene_input == "log_hvg" else inputs.embeddings[trained.variant.gene_input]
+        image_joint = project(module.image_head, features[ADAPTER][len(inputs.train_rows) :])
+        genes = (
+            inputs.log_hvg
+            if trained.variant.gene_input == "log_hvg"
+            else inputs.embeddings[trained.variant.gene_input]
+        )
         gene_joint = project(module.gene_head, genes)
-    return FoldEmbeddings(trained.variant.name, inputs.fold, seed, features, image_joint, gene_joint, trained.seconds, trained.fingerprint, trained.steps)
+    return FoldEmbeddings(
+        trained.variant.name,
+        inputs.fold,
+        seed,
+        features,
+        image_joint,
+        gene_joint,
+        trained.seconds,
+        trained.fingerprint,
+        trained.steps,
+    )
 
 
 def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec]:
     """Variants that need labels are skipped (logged) where no training spot with a patch has one --
-    e.g. the real HER2ST sections with full-resolution images, none of which is labelled."""
+    e.g. the real HER2ST sections with full-resolution images, none of which is labelled.
+    """
     if (inputs.train_label_codes >= 0).any():
         return specs
     for variant in specs:
         if variant.needs_labels:
-            logger.warning("variant %s skipped in fold %s: it needs tissue labels and no training spot with a patch has one", variant.name, inputs.fold)
+            logger.warning(
+                "variant %s skipped in fold %s: it needs tissue labels and no training spot with a patch has one",
+                variant.name,
+                inputs.fold,
+            )
     return [v for v in specs if not v.needs_labels]
 
 
-def _train(variant: VariantSpec, inputs: FoldInputs, store: PatchStore, root: Path, config: TrainingConfig, seed: int, views: np.ndarray | None = None) -> TrainedImageModel:
+def _train(
+    variant: VariantSpec,
+    inputs: FoldInputs,
+    store: PatchStore,
+    root: Path,
+    config: TrainingConfig,
+    seed: int,
+    views: np.ndarray | None = None,
+) -> TrainedImageModel:
     from tpir_kedro.models.training import train_image_model
 
     start = time.perf_counter()
-    trained = train_image_model(variant, config, _training_data(variant, inputs, store, views), seed, root / variant.name / inputs.fold)
-    state = "reused" if trained.reused else ("resumed" if trained.resumed else ("trained" if variant.trains else "untrained baseline"))
+    trained = train_image_model(
+        variant,
+        config,
+        _training_data(variant, inputs, store, views),
+        seed,
+        root / variant.name / inputs.fold,
+    )
+    state = (
+        "reused"
+        if trained.reused
+        else ("resumed" if trained.resumed else ("trained" if variant.trains else "untrained baseline"))
+    )
     steps = f", {trained.steps} steps" if variant.trains else ""
-    logger.info("variant %s, fold %s, seed %d: %s in %.1f s (%s regime%s)", variant.name, inputs.fold, seed, state, time.perf_counter() - start, config.regime, steps)
+    logger.info(
+        "variant %s, fold %s, seed %d: %s in %.1f s (%s regime%s)",
+        variant.name,
+        inputs.fold,
+        seed,
+        state,
+        time.perf_counter() - start,
+        config.regime,
+        steps,
+    )
     return trained
 
 
@@ -182,13 +281,19 @@ def _history_rows(trained: TrainedImageModel, fold: str, seed: int) -> pd.DataFr
 
 def _stack_histories(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """The runs' loss rows in one table; untrained baselines add none. A header even when nothing
-    trained (only imagenet/random): a column-less CSV does not read back."""
+    trained (only imagenet/random): a column-less CSV does not read back.
+    """
     frames = [f for f in frames if not f.empty]  # pandas deprecates concatenating empty frames
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
 def fold_image_embeddings(
-    contrastive_inputs: dict[str, FoldInputs], patch_store: PatchStore, checkpoint_root: Path, contrastive: dict, variants: dict, evaluation: dict
+    contrastive_inputs: dict[str, FoldInputs],
+    patch_store: PatchStore,
+    checkpoint_root: Path,
+    contrastive: dict,
+    variants: dict,
+    evaluation: dict,
 ) -> tuple[dict[str, FoldEmbeddings], pd.DataFrame]:
     """Train every variant on every evaluated fold and seed; return their representations and losses."""
     config = TrainingConfig.from_dict(contrastive)
@@ -196,20 +301,34 @@ def fold_image_embeddings(
     out, history = {}, []
     folds = {fold: inputs for fold, inputs in contrastive_inputs.items() if fold != ALL_PATIENTS}
     for seed in evaluation.get("seeds", [0]):
-        views = feature_views(config, patch_store, checkpoint_root, int(seed)) if folds and any(v.trains for v in specs) else None
+        views = (
+            feature_views(config, patch_store, checkpoint_root, int(seed))
+            if folds and any(v.trains for v in specs)
+            else None
+        )
         for fold, inputs in folds.items():
             for variant in _trainable(specs, inputs):
-                trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, int(seed), views)
-                out[f"{variant.name}/{fold}/{seed}"] = _embed(trained, inputs, patch_store, config, int(seed), views)
+                trained = _train(
+                    variant, inputs, patch_store, Path(checkpoint_root), config, int(seed), views
+                )
+                out[f"{variant.name}/{fold}/{seed}"] = _embed(
+                    trained, inputs, patch_store, config, int(seed), views
+                )
                 history.append(_history_rows(trained, fold, int(seed)))
     return out, _stack_histories(history)
 
 
 def final_image_models(
-    contrastive_inputs: dict[str, FoldInputs], patch_store: PatchStore, checkpoint_root: Path, contrastive: dict, variants: dict, evaluation: dict
+    contrastive_inputs: dict[str, FoldInputs],
+    patch_store: PatchStore,
+    checkpoint_root: Path,
+    contrastive: dict,
+    variants: dict,
+    evaluation: dict,
 ) -> dict[str, dict]:
     """Each variant trained on every patient (first seed): the models users keep, with their
-    training patients' features for the final probe."""
+    training patients' features for the final probe.
+    """
     if ALL_PATIENTS not in contrastive_inputs:
         logger.info("evaluation.final_models is false: no all-patient models")
         return {}
@@ -217,19 +336,28 @@ def final_image_models(
     inputs = contrastive_inputs[ALL_PATIENTS]
     seed = int(evaluation.get("seeds", [0])[0])
     specs = _trainable(parse_variants(variants, evaluation.get("variants")), inputs)
-    views = feature_views(config, patch_store, checkpoint_root, seed) if any(v.trains for v in specs) else None
+    views = (
+        feature_views(config, patch_store, checkpoint_root, seed) if any(v.trains for v in specs) else None
+    )
     models = {}
     for variant in specs:
         trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, seed, views)
         spaces = representations(trained, patch_store, inputs.train_rows, config, views)
         space = ADAPTER if ADAPTER in spaces else BACKBONE  # what the packaged model's probe reads
-        models[variant.name] = {"trained": trained, "features": spaces[space], "space": space, "config": config, "seed": seed}
+        models[variant.name] = {
+            "trained": trained,
+            "features": spaces[space],
+            "space": space,
+            "config": config,
+            "seed": seed,
+        }
     return models
 
 
 def training_runs(training_history: pd.DataFrame, final_image_models: dict[str, dict]) -> pd.DataFrame:
     """One row per trained run -- the folds' and the final models' (fold ``all``): optimiser steps,
-    epochs and whether the loss levelled off."""
+    epochs and whether the loss levelled off.
+    """
     from tpir_kedro.models.training_runs import summarise_training_runs
 
     finals = [_history_rows(m["trained"], ALL_PATIENTS, int(m["seed"])) for m in final_image_models.values()]
@@ -238,6 +366,10 @@ def training_runs(training_history: pd.DataFrame, final_image_models: dict[str, 
         if not run.plateaued:
             logger.warning(
                 "variant %s, fold %s, seed %s: the loss had not levelled off after %d steps (its last quarter moved it %.0f%% as much as the whole run); raise contrastive.max_steps",
-                run.variant, run.fold, run.seed, run.steps, 100 * float(run.last_quarter_share_of_change),
+                run.variant,
+                run.fold,
+                run.seed,
+                run.steps,
+                100 * float(run.last_quarter_share_of_change),
             )
     return runs

@@ -32,7 +32,11 @@ def read_cohort(raw_cohort: Her2stDirectory, cohort: dict) -> AnnData:
         pitch_um=float(cohort.get("spot_pitch_um", 200.0)),
         max_image_pixels=int(cohort.get("max_image_pixels", DEFAULT_MAX_PIXELS)),
     )
-    return raw_cohort.read(sections=_section_selection(cohort.get("sections")), options=options, n_jobs=int(cohort.get("n_jobs", 1)))
+    return raw_cohort.read(
+        sections=_section_selection(cohort.get("sections")),
+        options=options,
+        n_jobs=int(cohort.get("n_jobs", 1)),
+    )
 
 
 def _section_selection(sections):
@@ -43,7 +47,9 @@ def _section_selection(sections):
 
 
 def quality_filtered_spots(cohort_raw: AnnData, spot_qc: dict) -> tuple[AnnData, pd.DataFrame]:
-    return filter_spots(cohort_raw, min_counts=int(spot_qc["min_counts"]), min_genes=int(spot_qc["min_genes"]))
+    return filter_spots(
+        cohort_raw, min_counts=int(spot_qc["min_counts"]), min_genes=int(spot_qc["min_genes"])
+    )
 
 
 def cohort_with_batch_labels(cohort_qc: AnnData, batch_key: str, folds: dict) -> AnnData:
@@ -97,7 +103,9 @@ def raw_batch_effect(cohort: AnnData, batch_effect: dict) -> dict:
     """Silhouette by patient vs by class on PCA of log-normalised counts (the problem's size)."""
     from tpir_kedro.cohort.batch_effect import silhouettes_by_patient_and_class
 
-    return silhouettes_by_patient_and_class(cohort, n_top_genes=int(batch_effect["n_top_genes"]), n_pcs=int(batch_effect["n_pcs"]))
+    return silhouettes_by_patient_and_class(
+        cohort, n_top_genes=int(batch_effect["n_top_genes"]), n_pcs=int(batch_effect["n_pcs"])
+    )
 
 
 def cohort_summary(cohort: AnnData) -> pd.DataFrame:
@@ -113,4 +121,8 @@ def cohort_summary(cohort: AnnData) -> pd.DataFrame:
 
 def section_reading_report(cohort: AnnData) -> pd.DataFrame:
     """What the reader found and decided for each section (µm/px and its source, labels joined...)."""
-    return pd.DataFrame.from_dict(dict(cohort.uns["sections"]), orient="index").rename_axis("section").reset_index()
+    return (
+        pd.DataFrame.from_dict(dict(cohort.uns["sections"]), orient="index")
+        .rename_axis("section")
+        .reset_index()
+    )

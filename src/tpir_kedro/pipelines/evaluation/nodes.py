@@ -29,7 +29,16 @@ from tpir_kedro.pipelines.contrastive.nodes import FoldEmbeddings
 
 logger = logging.getLogger(__name__)
 
-RESULT_COLUMNS = ["variant", "space", "held_out_patient", "probe", "accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
+RESULT_COLUMNS = [
+    "variant",
+    "space",
+    "held_out_patient",
+    "probe",
+    "accuracy",
+    "macro_f1",
+    "balanced_accuracy",
+    "pearson_r_top50",
+]
 BASELINE = "imagenet"
 BASELINE_SPACE = "backbone"
 NO_SPACE = "none"  # the majority row reads no representation
@@ -39,24 +48,40 @@ DIFF_PREFIX = "macro_f1_diff_vs_imagenet_"  # + mean, sd, ci_low, ci_high, n_fol
 
 def _fold_labels(inputs: FoldInputs) -> tuple[np.ndarray, np.ndarray]:
     labels = np.concatenate([inputs.train_labels, inputs.test_labels])
-    patients = np.concatenate([inputs.train_patient_names, np.full(len(inputs.test_labels), inputs.held_out_patient, dtype=object)])
+    patients = np.concatenate(
+        [inputs.train_patient_names, np.full(len(inputs.test_labels), inputs.held_out_patient, dtype=object)]
+    )
     return labels.astype(str), patients.astype(str)
 
 
-def probe_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_inputs: dict[str, FoldInputs], evaluation: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def probe_results(
+    fold_image_embeddings: dict[str, FoldEmbeddings],
+    contrastive_inputs: dict[str, FoldInputs],
+    evaluation: dict,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Probe metrics (one row per variant x space x fold x seed x probe, plus ``majority`` per fold)
-    and long-format confusion matrices. Every representation space a model has is probed alike."""
+    and long-format confusion matrices. Every representation space a model has is probed alike.
+    """
     rows, confusions = [], []
     for emb in fold_image_embeddings.values():
         inputs = contrastive_inputs[emb.fold]
         labels, patients = _fold_labels(inputs)
         if not is_classified(labels).any():
-            logger.info("fold %s has no classified spot with an image: no probe rows (expression prediction only)", emb.fold)
+            logger.info(
+                "fold %s has no classified spot with an image: no probe rows (expression prediction only)",
+                emb.fold,
+            )
             continue
         for space, features in emb.features.items():
             probe_rows, confusion = evaluate_probes(
-                features, labels, patients, inputs.held_out_patient, probes=tuple(evaluation["probes"]),
-                Cs=tuple(evaluation["probe_Cs"]), k=int(evaluation["knn_k"]), seed=emb.seed,
+                features,
+                labels,
+                patients,
+                inputs.held_out_patient,
+                probes=tuple(evaluation["probes"]),
+                Cs=tuple(evaluation["probe_Cs"]),
+                k=int(evaluation["knn_k"]),
+                seed=emb.seed,
             )
             extra = {"variant": emb.variant, "space": space, "fold": emb.fold, "seed": emb.seed}
             rows += [{**r, **extra} for r in probe_rows]
@@ -66,17 +91,41 @@ def probe_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_
             continue
         labels, patients = _fold_labels(inputs)
         if is_classified(labels).any():
-            rows += [{**r, "variant": "majority", "space": NO_SPACE, "fold": fold, "seed": np.nan} for r in majority_rows(labels, patients, inputs.held_out_patient)]
+            rows += [
+                {**r, "variant": "majority", "space": NO_SPACE, "fold": fold, "seed": np.nan}
+                for r in majority_rows(labels, patients, inputs.held_out_patient)
+            ]
     # Headers even when empty (no labelled patch anywhere): a CSV without columns cannot be read back.
     metrics = pd.DataFrame(rows, columns=[*PROBE_COLUMNS, "variant", "space", "fold", "seed"])
-    confusion = pd.concat(confusions, ignore_index=True) if confusions else pd.DataFrame(columns=["probe", "held_out_patient", "true", "predicted", "count", "variant", "space", "fold", "seed"])
+    confusion = (
+        pd.concat(confusions, ignore_index=True)
+        if confusions
+        else pd.DataFrame(
+            columns=[
+                "probe",
+                "held_out_patient",
+                "true",
+                "predicted",
+                "count",
+                "variant",
+                "space",
+                "fold",
+                "seed",
+            ]
+        )
+    )
     return metrics, confusion
 
 
-def expression_prediction_results(fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_inputs: dict[str, FoldInputs], evaluation: dict) -> pd.DataFrame:
+def expression_prediction_results(
+    fold_image_embeddings: dict[str, FoldEmbeddings],
+    contrastive_inputs: dict[str, FoldInputs],
+    evaluation: dict,
+) -> pd.DataFrame:
     """Held-out spots' expression of the fold's top genes predicted from their image: the mean of
     the top-k training spots nearest in the joint space (contrastive variants: image embedding vs
-    gene-side embeddings) or in the model's trained representation (variants without a gene side)."""
+    gene-side embeddings) or in the model's trained representation (variants without a gene side).
+    """
     rows = []
     k = int(evaluation["expression_k"])
     for emb in fold_image_embeddings.values():
@@ -89,41 +138,77 @@ def expression_prediction_results(fold_image_embeddings: dict[str, FoldEmbedding
         else:
             features = emb.features[emb.primary_space]
             query, reference, space = features[n_train:], features[:n_train], emb.primary_space
-        score = expression_prediction_score(query, reference, inputs.train_top_expression, inputs.test_top_expression, inputs.top_genes, k=k)
-        rows.append({
-            "variant": emb.variant, "fold": emb.fold, "seed": emb.seed, "held_out_patient": inputs.held_out_patient, "space": space,
-            "pearson_r_top50": score["pearson_r_mean"], "pearson_r_median": score["pearson_r_median"],
-            "n_genes": score["n_genes"], "n_genes_constant": score["n_genes_constant"],
-        })
-    columns = ["variant", "fold", "seed", "held_out_patient", "space", "pearson_r_top50", "pearson_r_median", "n_genes", "n_genes_constant"]
+        score = expression_prediction_score(
+            query, reference, inputs.train_top_expression, inputs.test_top_expression, inputs.top_genes, k=k
+        )
+        rows.append(
+            {
+                "variant": emb.variant,
+                "fold": emb.fold,
+                "seed": emb.seed,
+                "held_out_patient": inputs.held_out_patient,
+                "space": space,
+                "pearson_r_top50": score["pearson_r_mean"],
+                "pearson_r_median": score["pearson_r_median"],
+                "n_genes": score["n_genes"],
+                "n_genes_constant": score["n_genes_constant"],
+            }
+        )
+    columns = [
+        "variant",
+        "fold",
+        "seed",
+        "held_out_patient",
+        "space",
+        "pearson_r_top50",
+        "pearson_r_median",
+        "n_genes",
+        "n_genes_constant",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
-def results_table(probe_metrics: pd.DataFrame, expression_metrics: pd.DataFrame, run_info: dict) -> pd.DataFrame:
+def results_table(
+    probe_metrics: pd.DataFrame, expression_metrics: pd.DataFrame, run_info: dict
+) -> pd.DataFrame:
     """One row per variant x space x held-out patient x seed x probe (``space``: the representation
     the probe read, see the contrastive pipeline). A fold without labels (real HER2ST image sections)
     gets one ``probe = none`` row carrying its expression-prediction Pearson r. The expression r is
-    the model's (one per variant, fold and seed), repeated on each of its probe rows."""
+    the model's (one per variant, fold and seed), repeated on each of its probe rows.
+    """
     keys = ["variant", "held_out_patient", "seed"]
-    expr = expression_metrics[keys + ["pearson_r_top50", "space"]].rename(columns={"space": "expression_space"}) if not expression_metrics.empty else pd.DataFrame(columns=keys + ["pearson_r_top50", "expression_space"])
+    expr = (
+        expression_metrics[keys + ["pearson_r_top50", "space"]].rename(columns={"space": "expression_space"})
+        if not expression_metrics.empty
+        else pd.DataFrame(columns=keys + ["pearson_r_top50", "expression_space"])
+    )
     probes = probe_metrics if not probe_metrics.empty else pd.DataFrame(columns=keys + ["probe", "space"])
     table = probes.merge(expr, on=keys, how="outer")
     table["probe"] = table["probe"].fillna("none")
     table["space"] = table["space"].fillna(table["expression_space"]).fillna(NO_SPACE)
     table = table.drop(columns="expression_space")
     table["run_id"] = run_info.get("run_id")
-    extra = [c for c in ("seed", "classes_absent", "chosen_C", "n_train", "n_test", "fold", "run_id") if c in table.columns]
+    extra = [
+        c
+        for c in ("seed", "classes_absent", "chosen_C", "n_train", "n_test", "fold", "run_id")
+        if c in table.columns
+    ]
     for c in RESULT_COLUMNS:
         if c not in table.columns:
             table[c] = np.nan
-    return table[RESULT_COLUMNS + extra].sort_values(["variant", "space", "held_out_patient", "probe", "seed"], kind="stable").reset_index(drop=True)
+    return (
+        table[RESULT_COLUMNS + extra]
+        .sort_values(["variant", "space", "held_out_patient", "probe", "seed"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 def results_summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per variant x space x probe: mean and sd over held-out patients of the seed-averaged metrics
     (n = ``n_folds``, the held-out patients; ``n_seeds`` per fold), and the paired per-fold macro-F1
     difference against ``imagenet``'s backbone on the same probe: mean, sd, 95% t interval and
-    folds ahead (:mod:`~tpir_kedro.evaluation.fold_statistics`)."""
+    folds ahead (:mod:`~tpir_kedro.evaluation.fold_statistics`).
+    """
     keys = ["variant", "space", "probe"]
     per_fold = fold_means(results, keys, METRICS)
     grouped = per_fold.groupby(keys, dropna=False, sort=True)
@@ -142,8 +227,22 @@ def results_summary(results: pd.DataFrame) -> pd.DataFrame:
             continue
         d = paired_difference(group.set_index(FOLD_COLUMN)["macro_f1"], reference)
         if d["n_folds"]:
-            named = {"mean": d["mean_difference"], "sd": d["sd_difference"], "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n_folds": d["n_folds"], "n_folds_ahead": d["n_folds_ahead"]}
-            diffs.append({"variant": variant, "space": space, "probe": probe, **{f"{DIFF_PREFIX}{k}": v for k, v in named.items()}})
+            named = {
+                "mean": d["mean_difference"],
+                "sd": d["sd_difference"],
+                "ci_low": d["ci_low"],
+                "ci_high": d["ci_high"],
+                "n_folds": d["n_folds"],
+                "n_folds_ahead": d["n_folds_ahead"],
+            }
+            diffs.append(
+                {
+                    "variant": variant,
+                    "space": space,
+                    "probe": probe,
+                    **{f"{DIFF_PREFIX}{k}": v for k, v in named.items()},
+                }
+            )
     if diffs:
         summary = summary.merge(pd.DataFrame(diffs), on=keys, how="left")
     return summary
@@ -151,23 +250,62 @@ def results_summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def results_figure(results_summary: pd.DataFrame) -> go.Figure:
     """Macro-F1 per variant, space and probe (mean ± sd over held-out patients, seeds averaged within
-    each) beside the expression-prediction Pearson r."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Patch classification, held-out patients (macro-F1)", "Expression prediction (Pearson r, top genes)"))
+    each) beside the expression-prediction Pearson r.
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            "Patch classification, held-out patients (macro-F1)",
+            "Expression prediction (Pearson r, top genes)",
+        ),
+    )
     scored = results_summary[results_summary["probe"] != "none"]
     for probe, group in scored.groupby("probe"):
-        names = group["variant"] + " (" + group["space"].astype(str) + ")" if "space" in group else group["variant"]
-        fig.add_bar(x=names, y=group["macro_f1_mean"], error_y={"type": "data", "array": group["macro_f1_std"].fillna(0)}, name=f"{probe} probe", row=1, col=1)
+        names = (
+            group["variant"] + " (" + group["space"].astype(str) + ")"
+            if "space" in group
+            else group["variant"]
+        )
+        fig.add_bar(
+            x=names,
+            y=group["macro_f1_mean"],
+            error_y={"type": "data", "array": group["macro_f1_std"].fillna(0)},
+            name=f"{probe} probe",
+            row=1,
+            col=1,
+        )
     expr = results_summary.dropna(subset=["pearson_r_top50_mean"]).drop_duplicates("variant")
-    fig.add_bar(x=expr["variant"], y=expr["pearson_r_top50_mean"], error_y={"type": "data", "array": expr["pearson_r_top50_std"].fillna(0)}, name="Pearson r", row=1, col=2)
+    fig.add_bar(
+        x=expr["variant"],
+        y=expr["pearson_r_top50_mean"],
+        error_y={"type": "data", "array": expr["pearson_r_top50_std"].fillna(0)},
+        name="Pearson r",
+        row=1,
+        col=2,
+    )
     fig.update_layout(barmode="group", template="plotly_white", height=450)
     return fig
 
 
-def _card(name: str, model: dict, inputs: FoldInputs, store: PatchStore, summary: pd.DataFrame, variants: dict, run_info: dict, probe: LinearProbe | None) -> dict:
+def _card(
+    name: str,
+    model: dict,
+    inputs: FoldInputs,
+    store: PatchStore,
+    summary: pd.DataFrame,
+    variants: dict,
+    run_info: dict,
+    probe: LinearProbe | None,
+) -> dict:
     trained, config = model["trained"], model["config"]
     rows = summary[summary["variant"] == name].drop(columns="variant")
     lopo = rows.astype(object).where(rows.notna(), None).to_dict(orient="records")  # JSON has no NaN
-    section_scale = {s: v.get("um_per_px") for s, v in store.meta.get("sections", {}).items()} if isinstance(store.meta.get("sections"), dict) else {}
+    section_scale = (
+        {s: v.get("um_per_px") for s, v in store.meta.get("sections", {}).items()}
+        if isinstance(store.meta.get("sections"), dict)
+        else {}
+    )
     return {
         "variant": name,
         "description": (variants.get(name) or {}).get("description", ""),
@@ -186,9 +324,22 @@ def _card(name: str, model: dict, inputs: FoldInputs, store: PatchStore, summary
         "patch_size_um": store.size_um,
         "patch_size_px": store.size_px,
         "um_per_px_of_training_slides": section_scale,
-        "normalisation": {"mean": list(trained.encoder.mean), "std": list(trained.encoder.std), "input": "RGB uint8 / 255, then (x - mean) / std"},
-        "training_cohort": {"patients": inputs.train_patients, "n_spots_with_patch": len(inputs.train_obs), "n_labelled": int((inputs.train_label_codes >= 0).sum())},
-        "training": {"config": config.to_dict(), "seed": model["seed"], "seconds": round(trained.seconds, 1), "fingerprint": trained.fingerprint},
+        "normalisation": {
+            "mean": list(trained.encoder.mean),
+            "std": list(trained.encoder.std),
+            "input": "RGB uint8 / 255, then (x - mean) / std",
+        },
+        "training_cohort": {
+            "patients": inputs.train_patients,
+            "n_spots_with_patch": len(inputs.train_obs),
+            "n_labelled": int((inputs.train_label_codes >= 0).sum()),
+        },
+        "training": {
+            "config": config.to_dict(),
+            "seed": model["seed"],
+            "seconds": round(trained.seconds, 1),
+            "fingerprint": trained.fingerprint,
+        },
         "lopo_metrics": lopo,
         "run_id": run_info.get("run_id"),
         "limits": (
@@ -200,10 +351,17 @@ def _card(name: str, model: dict, inputs: FoldInputs, store: PatchStore, summary
 
 
 def packaged_image_models(
-    final_image_models: dict, contrastive_inputs: dict[str, FoldInputs], patch_store: PatchStore, results_summary: pd.DataFrame, evaluation: dict, variants: dict, run_info: dict
+    final_image_models: dict,
+    contrastive_inputs: dict[str, FoldInputs],
+    patch_store: PatchStore,
+    results_summary: pd.DataFrame,
+    evaluation: dict,
+    variants: dict,
+    run_info: dict,
 ) -> dict[str, PackagedImageModel]:
     """Each final (all-patient) encoder with a probe fitted on every patient's classified spots
-    (C by leave-one-patient-out) and its model card."""
+    (C by leave-one-patient-out) and its model card.
+    """
     if not final_image_models:
         return {}
     inputs = contrastive_inputs[ALL_PATIENTS]
@@ -212,11 +370,25 @@ def packaged_image_models(
     for name, model in final_image_models.items():
         probe = None
         if labelled.sum() and len(set(inputs.train_labels[labelled])) >= 2:
-            fitted = fit_logistic_probe(model["features"][labelled], inputs.train_labels[labelled], inputs.train_patient_names[labelled], Cs=tuple(evaluation["probe_Cs"]), seed=model["seed"])
+            fitted = fit_logistic_probe(
+                model["features"][labelled],
+                inputs.train_labels[labelled],
+                inputs.train_patient_names[labelled],
+                Cs=tuple(evaluation["probe_Cs"]),
+                seed=model["seed"],
+            )
             scaler, logistic = fitted.pipeline.steps[0][1], fitted.pipeline.steps[-1][1]
             probe = LinearProbe.from_sklearn(scaler, logistic, fitted.chosen_C)
         else:
-            logger.info("variant %s: fewer than two tissue classes among labelled spots: packaged without a probe", name)
+            logger.info(
+                "variant %s: fewer than two tissue classes among labelled spots: packaged without a probe",
+                name,
+            )
         adapter = model["trained"].adapter.eval() if model["space"] == "adapter" else None
-        packaged[name] = PackagedImageModel(model["trained"].encoder.eval(), probe, _card(name, model, inputs, patch_store, results_summary, variants, run_info, probe), adapter)
+        packaged[name] = PackagedImageModel(
+            model["trained"].encoder.eval(),
+            probe,
+            _card(name, model, inputs, patch_store, results_summary, variants, run_info, probe),
+            adapter,
+        )
     return packaged

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from anndata import AnnData
 
+from tpir_kedro.cohort.log_expression import LogNormalisedPca
 from tpir_kedro.evaluation.embedding_metrics import (
     lopo_knn_transfer,
     majority_transfer,
@@ -22,7 +23,6 @@ from tpir_kedro.evaluation.embedding_metrics import (
     summarise_transfer,
 )
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
-from tpir_kedro.cohort.log_expression import LogNormalisedPca
 from tpir_kedro.models.expression_baselines import harmony_embedding
 from tpir_kedro.models.gene_encoder import GeneEncoder
 from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
@@ -45,7 +45,7 @@ def _spots_of(cohort: AnnData, patients: list[str]) -> AnnData:
 def fold_gene_encoders(
     cohort: AnnData, patient_folds: pd.DataFrame, fold_genes: dict[str, list[str]], gene_vae: dict
 ) -> dict[str, dict[str, GeneEncoder]]:
-    """scVI (and scANVI where labels exist) per fold, on that fold's training patients and genes."""
+    """ScVI (and scANVI where labels exist) per fold, on that fold's training patients and genes."""
     params = dict(gene_vae)
     min_spots = int(params.pop("min_training_spots", 50))
     config = GeneVaeConfig.from_dict(params)
@@ -57,17 +57,27 @@ def fold_gene_encoders(
                 f"fold {fold}: only {training.n_obs} training spots (patients {patients}); "
                 f"gene_vae.min_training_spots is {min_spots}"
             )
-        logger.info("gene_vae fold %s: fitting on %d spots of patients %s, %d genes", fold, training.n_obs, ",".join(patients), len(fold_genes[fold]))
+        logger.info(
+            "gene_vae fold %s: fitting on %d spots of patients %s, %d genes",
+            fold,
+            training.n_obs,
+            ",".join(patients),
+            len(fold_genes[fold]),
+        )
         encoders[fold] = fit_gene_encoders(training, fold_genes[fold], config)
     return encoders
 
 
-def _fold_embeddings(cohort, patient_folds, fold_genes, gene_encoders, n_pcs: int, seed: int) -> dict[str, dict[str, np.ndarray]]:
+def _fold_embeddings(
+    cohort, patient_folds, fold_genes, gene_encoders, n_pcs: int, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
     """{embedding: {fold: (n_obs, d) embedding of every spot by that fold's fitted model}}."""
     out: dict[str, dict[str, np.ndarray]] = {name: {} for name in EMBEDDINGS}
     batch = cohort.obs["batch"].astype(str).to_numpy()
     for fold in patient_folds["fold"].unique():
-        pca = LogNormalisedPca().fit(cohort, fold_genes[fold], train_patients(patient_folds, fold), n_pcs=n_pcs, seed=seed)
+        pca = LogNormalisedPca().fit(
+            cohort, fold_genes[fold], train_patients(patient_folds, fold), n_pcs=n_pcs, seed=seed
+        )
         out["pca"][fold] = pca.transform(cohort)
         out["harmony"][fold] = harmony_embedding(out["pca"][fold], batch, seed=seed)
         for kind, encoder in gene_encoders[fold].items():
@@ -84,38 +94,63 @@ PROTOCOL = {
 
 
 def lopo_label_transfer(
-    cohort: AnnData, patient_folds: pd.DataFrame, fold_genes: dict[str, list[str]], gene_encoders: dict, gene_scorecard: dict
+    cohort: AnnData,
+    patient_folds: pd.DataFrame,
+    fold_genes: dict[str, list[str]],
+    gene_encoders: dict,
+    gene_scorecard: dict,
 ) -> pd.DataFrame:
     """Leave-one-patient-out kNN label transfer, one row per embedding x held-out patient."""
     per_embedding = _fold_embeddings(
-        cohort, patient_folds, fold_genes, gene_encoders, int(gene_scorecard["n_pcs"]), int(gene_scorecard["seed"])
+        cohort,
+        patient_folds,
+        fold_genes,
+        gene_encoders,
+        int(gene_scorecard["n_pcs"]),
+        int(gene_scorecard["seed"]),
     )
     k = int(gene_scorecard["knn_k"])
-    tables = [lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k).assign(embedding=name) for name, folds in per_embedding.items()]
+    tables = [
+        lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k).assign(embedding=name)
+        for name, folds in per_embedding.items()
+    ]
     tables.append(majority_transfer(cohort.obs, patient_folds).assign(embedding="majority"))
     table = pd.concat(tables, ignore_index=True)
     table["protocol"] = table["embedding"].map(PROTOCOL).fillna("training patients' most frequent class")
     return table[["embedding", *[c for c in table.columns if c != "embedding"]]]
 
 
-def all_patient_embeddings(cohort: AnnData, fold_genes: dict[str, list[str]], gene_encoders: dict, gene_scorecard: dict) -> AnnData:
+def all_patient_embeddings(
+    cohort: AnnData, fold_genes: dict[str, list[str]], gene_encoders: dict, gene_scorecard: dict
+) -> AnnData:
     """The cohort with ``obsm`` X_pca, X_harmony, X_scvi, X_scanvi from fits on every patient."""
     n_pcs, seed = int(gene_scorecard["n_pcs"]), int(gene_scorecard["seed"])
     out = cohort.copy()
     patients = sorted(cohort.obs["patient"].astype(str).unique())
-    out.obsm["X_pca"] = LogNormalisedPca().fit(cohort, fold_genes[ALL_PATIENTS], patients, n_pcs=n_pcs, seed=seed).transform(cohort)
-    out.obsm["X_harmony"] = harmony_embedding(out.obsm["X_pca"], cohort.obs["batch"].astype(str).to_numpy(), seed=seed)
+    out.obsm["X_pca"] = (
+        LogNormalisedPca()
+        .fit(cohort, fold_genes[ALL_PATIENTS], patients, n_pcs=n_pcs, seed=seed)
+        .transform(cohort)
+    )
+    out.obsm["X_harmony"] = harmony_embedding(
+        out.obsm["X_pca"], cohort.obs["batch"].astype(str).to_numpy(), seed=seed
+    )
     for kind, encoder in gene_encoders[ALL_PATIENTS].items():
         out.obsm[f"X_{kind}"] = encoder.embed(cohort)
         if kind == "scanvi":
             proba = encoder.predict_proba(cohort)
             out.obsm["scanvi_class_probabilities"] = proba.to_numpy()
             out.uns["scanvi_classes"] = list(proba.columns)
-    out.uns["gene_embeddings"] = {"fit": "all patients (transductive: for mixing metrics and figures only)", "embeddings": [k for k in EMBEDDINGS if f"X_{k}" in out.obsm]}
+    out.uns["gene_embeddings"] = {
+        "fit": "all patients (transductive: for mixing metrics and figures only)",
+        "embeddings": [k for k in EMBEDDINGS if f"X_{k}" in out.obsm],
+    }
     return out
 
 
-def gene_embedding_scorecard(cohort_embedded: AnnData, gene_label_transfer: pd.DataFrame, gene_encoders: dict, gene_scorecard: dict) -> pd.DataFrame:
+def gene_embedding_scorecard(
+    cohort_embedded: AnnData, gene_label_transfer: pd.DataFrame, gene_encoders: dict, gene_scorecard: dict
+) -> pd.DataFrame:
     """One row per embedding: scib-metrics on the all-patient fit + LOPO kNN transfer (+ majority)."""
     obs = cohort_embedded.obs
     rows = []
@@ -126,8 +161,11 @@ def gene_embedding_scorecard(cohort_embedded: AnnData, gene_label_transfer: pd.D
         if name != "majority":
             row.update(
                 scib_scores(
-                    cohort_embedded.obsm[f"X_{name}"], obs["batch"].astype(str).to_numpy(), obs["label"].astype(str).to_numpy(),
-                    n_neighbors=int(gene_scorecard["n_neighbors"]), seed=int(gene_scorecard["seed"]),
+                    cohort_embedded.obsm[f"X_{name}"],
+                    obs["batch"].astype(str).to_numpy(),
+                    obs["label"].astype(str).to_numpy(),
+                    n_neighbors=int(gene_scorecard["n_neighbors"]),
+                    seed=int(gene_scorecard["seed"]),
                 )
             )
         row.update(summarise_transfer(per_fold))
@@ -135,7 +173,9 @@ def gene_embedding_scorecard(cohort_embedded: AnnData, gene_label_transfer: pd.D
             diff = paired_fold_differences(per_fold, baseline, metric="macro_f1")
             row.update({f"vs_pca_{k}": v for k, v in diff.items()})
         if name in ("scvi", "scanvi"):
-            row["unseen_patient_max_abs_change"] = _unseen_patient_invariance(cohort_embedded, gene_encoders, name)
+            row["unseen_patient_max_abs_change"] = _unseen_patient_invariance(
+                cohort_embedded, gene_encoders, name
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -155,7 +195,14 @@ def _unseen_patient_invariance(cohort: AnnData, gene_encoders: dict, kind: str) 
 def gene_embedding_umaps(cohort_embedded: AnnData, gene_scorecard: dict) -> tuple[go.Figure, go.Figure]:
     """UMAPs of every embedding, coloured by patient and by label (all-patient fits)."""
     seed = int(gene_scorecard["seed"])
-    coords = {name: umap_coordinates(cohort_embedded.obsm[f"X_{name}"], seed=seed) for name in cohort_embedded.uns["gene_embeddings"]["embeddings"]}
-    by_patient = umap_grid(coords, cohort_embedded.obs["patient"], "Gene embeddings by patient (mixing wanted)")
-    by_label = umap_grid(coords, cohort_embedded.obs["label"], "Gene embeddings by tissue label (separation wanted)")
+    coords = {
+        name: umap_coordinates(cohort_embedded.obsm[f"X_{name}"], seed=seed)
+        for name in cohort_embedded.uns["gene_embeddings"]["embeddings"]
+    }
+    by_patient = umap_grid(
+        coords, cohort_embedded.obs["patient"], "Gene embeddings by patient (mixing wanted)"
+    )
+    by_label = umap_grid(
+        coords, cohort_embedded.obs["label"], "Gene embeddings by tissue label (separation wanted)"
+    )
     return by_patient, by_label

@@ -47,30 +47,54 @@ def predict_image_model(image_models: PackagedModelFolders, predict: dict) -> Pa
             f"or pick a variant with a probe: {image_models.variants}"
         )
     if list(model.probe.classes) != list(model.card.get("classes", model.probe.classes)):
-        raise ValueError(f"variant {variant!r}: the probe's classes {model.probe.classes} differ from its model card's {model.card['classes']}")
-    logger.info("predict: variant %s (%s), %g µm patches at %d px, classes %s", variant, model.card.get("backbone"), model.card["patch_size_um"], model.card["patch_size_px"], model.probe.classes)
+        raise ValueError(
+            f"variant {variant!r}: the probe's classes {model.probe.classes} differ from its model card's {model.card['classes']}"
+        )
+    logger.info(
+        "predict: variant %s (%s), %g µm patches at %d px, classes %s",
+        variant,
+        model.card.get("backbone"),
+        model.card["patch_size_um"],
+        model.card["patch_size_px"],
+        model.probe.classes,
+    )
     return model
 
 
 def slide_to_predict(predict_slide: SlideSource, predict: dict) -> SlideSource:
     """The slide at a known µm/px, its image readable: ``predict.um_per_px`` wins over the slide's
-    own (its folder or catalog entry), which wins over a whole slide's metadata."""
+    own (its folder or catalog entry), which wins over a whole slide's metadata.
+    """
     slide, scale = predict_slide, predict.get("um_per_px")
     if scale is None and slide.um_per_px is None:
         scale = whole_slide_um_per_px(slide.image_path, section=slide.name)
         if scale is not None:
             logger.info("predict: µm/px %.4g from the whole slide's own metadata", scale)
     slide = slide.with_scale(scale)
-    width, height = image_size(slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"]))
-    logger.info("predict: slide %s, %dx%d px at %.4g µm/px (%s)", slide.name, width, height, slide.um_per_px, slide.description or slide.image_path)
+    width, height = image_size(
+        slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"])
+    )
+    logger.info(
+        "predict: slide %s, %dx%d px at %.4g µm/px (%s)",
+        slide.name,
+        width,
+        height,
+        slide.um_per_px,
+        slide.description or slide.image_path,
+    )
     return slide
 
 
-def slide_spots(slide_to_predict: SlideSource, predict_image_model: PackagedImageModel, predict: dict) -> pd.DataFrame:
+def slide_spots(
+    slide_to_predict: SlideSource, predict_image_model: PackagedImageModel, predict: dict
+) -> pd.DataFrame:
     """(n, 3+) ``spot_id, pixel_x, pixel_y`` (full-resolution px): the slide's spots, or when it has
-    none, a grid of patch-sized tiles over its tissue (plus ``tissue_fraction``)."""
+    none, a grid of patch-sized tiles over its tissue (plus ``tissue_fraction``).
+    """
     slide = slide_to_predict
-    width, height = image_size(slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"]))
+    width, height = image_size(
+        slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"])
+    )
     if slide.spots is not None:
         check_spots_inside(slide.spots, width, height, slide)
         return slide.spots.reset_index(drop=True)
@@ -78,10 +102,21 @@ def slide_spots(slide_to_predict: SlideSource, predict_image_model: PackagedImag
     size_um = float(predict_image_model.card["patch_size_um"])
     side = patch_side_px(size_um, slide.um_per_px)
     stride = patch_side_px(float(grid.get("stride_um") or size_um), slide.um_per_px)
-    thumbnail = slide_thumbnail(slide.image_path, int(grid["thumbnail_max_side"]), section=slide.name, max_pixels=int(predict["max_image_pixels"]))
+    thumbnail = slide_thumbnail(
+        slide.image_path,
+        int(grid["thumbnail_max_side"]),
+        section=slide.name,
+        max_pixels=int(predict["max_image_pixels"]),
+    )
     thumbnail_um_per_px = slide.um_per_px / thumbnail.scale_xy[0]
     closing_px = int(round(float(grid["closing_um"]) / thumbnail_um_per_px))
-    mask = tissue_mask(thumbnail.rgb, int(grid["min_saturation"]), int(grid["max_saturation"]), int(grid["min_brightness"]), closing_px)
+    mask = tissue_mask(
+        thumbnail.rgb,
+        int(grid["min_saturation"]),
+        int(grid["max_saturation"]),
+        int(grid["min_brightness"]),
+        closing_px,
+    )
     tiles = tissue_tile_grid(mask, thumbnail.full_size, side, stride, float(grid["min_tissue_fraction"]))
     if tiles.empty:
         raise CohortInputError(
@@ -90,11 +125,21 @@ def slide_spots(slide_to_predict: SlideSource, predict_image_model: PackagedImag
             path=slide.image_path,
             section=slide.name,
         )
-    logger.info("predict: no spot coordinates, so %d tiles of %g µm over the tissue (%.1f%% of the slide)", len(tiles), size_um, 100 * mask.mean())
+    logger.info(
+        "predict: no spot coordinates, so %d tiles of %g µm over the tissue (%.1f%% of the slide)",
+        len(tiles),
+        size_um,
+        100 * mask.mean(),
+    )
     return tiles
 
 
-def slide_tiling_plan(slide_to_predict: SlideSource, slide_spots: pd.DataFrame, predict_image_model: PackagedImageModel, predict: dict) -> TilingPlan:
+def slide_tiling_plan(
+    slide_to_predict: SlideSource,
+    slide_spots: pd.DataFrame,
+    predict_image_model: PackagedImageModel,
+    predict: dict,
+) -> TilingPlan:
     """What to cut (the catalog's patch store writes it): one patch per spot at the model card's scale."""
     card = predict_image_model.card
     tiles = SectionTiles(
@@ -105,22 +150,45 @@ def slide_tiling_plan(slide_to_predict: SlideSource, slide_spots: pd.DataFrame, 
         obs_names=tuple(_store_keys(slide_to_predict.name, slide_spots["spot_id"])),
         centres_xy=slide_spots[["pixel_x", "pixel_y"]].to_numpy(dtype=np.float64),
     )
-    return TilingPlan(size_um=float(card["patch_size_um"]), size_px=int(card["patch_size_px"]), sections=(tiles,), max_image_pixels=int(predict["max_image_pixels"]))
+    return TilingPlan(
+        size_um=float(card["patch_size_um"]),
+        size_px=int(card["patch_size_px"]),
+        sections=(tiles,),
+        max_image_pixels=int(predict["max_image_pixels"]),
+    )
 
 
-def slide_embeddings(slide_patch_store: PatchStore, slide_spots: pd.DataFrame, predict_image_model: PackagedImageModel, predict: dict) -> AnnData:
+def slide_embeddings(
+    slide_patch_store: PatchStore,
+    slide_spots: pd.DataFrame,
+    predict_image_model: PackagedImageModel,
+    predict: dict,
+) -> AnnData:
     """Spots x 0 AnnData with the model's representation (what its probe reads: the encoder's
     features, through its adapter when it has one) in ``obsm["X_image"]`` (n, d) and the pixel
-    centres in ``obsm["spatial"]`` (n, 2); which model and scale in ``uns["image_model"]``."""
+    centres in ``obsm["spatial"]`` (n, 2); which model and scale in ``uns["image_model"]``.
+    """
     spot_ids = slide_spots["spot_id"].astype(str).to_numpy()
     store = slide_patch_store
     ((slide_name, section),) = store.meta["sections"].items()
     keys = _store_keys(slide_name, spot_ids)
     device = None if predict.get("device", "auto") in (None, "auto") else str(predict["device"])
-    features = predict_image_model.embed(store.patches, store.rows(keys), batch_size=int(predict["batch_size"]), device=device)
+    features = predict_image_model.embed(
+        store.patches, store.rows(keys), batch_size=int(predict["batch_size"]), device=device
+    )
     card = predict_image_model.card
-    obs = pd.DataFrame({"pixel_x": slide_spots["pixel_x"].to_numpy(float), "pixel_y": slide_spots["pixel_y"].to_numpy(float), "padded": store.index.loc[keys, "padded"].to_numpy(bool)}, index=pd.Index(spot_ids, name="spot_id"))
-    embeddings = AnnData(obs=obs, obsm={FEATURES_KEY: features.astype(np.float32), "spatial": obs[["pixel_x", "pixel_y"]].to_numpy()})
+    obs = pd.DataFrame(
+        {
+            "pixel_x": slide_spots["pixel_x"].to_numpy(float),
+            "pixel_y": slide_spots["pixel_y"].to_numpy(float),
+            "padded": store.index.loc[keys, "padded"].to_numpy(bool),
+        },
+        index=pd.Index(spot_ids, name="spot_id"),
+    )
+    embeddings = AnnData(
+        obs=obs,
+        obsm={FEATURES_KEY: features.astype(np.float32), "spatial": obs[["pixel_x", "pixel_y"]].to_numpy()},
+    )
     embeddings.uns["image_model"] = {
         "variant": card.get("variant", ""),
         "backbone": card.get("backbone", ""),
@@ -136,7 +204,8 @@ def slide_embeddings(slide_patch_store: PatchStore, slide_spots: pd.DataFrame, p
 
 def slide_predictions(slide_embeddings: AnnData, predict_image_model: PackagedImageModel) -> pd.DataFrame:
     """One row per spot: ``spot_id, pixel_x, pixel_y, padded, predicted_class, max_probability`` and
-    one probability column per class of the model card (rows sum to 1)."""
+    one probability column per class of the model card (rows sum to 1).
+    """
     probe = predict_image_model.probe
     probabilities = probe.predict_proba(slide_embeddings.obsm[FEATURES_KEY])  # (n, n_classes)
     classes = list(probe.classes)
@@ -153,19 +222,38 @@ def slide_predictions(slide_embeddings: AnnData, predict_image_model: PackagedIm
     return pd.concat([table, pd.DataFrame(probabilities, columns=classes)], axis=1)
 
 
-def slide_prediction_overlay(slide_to_predict: SlideSource, slide_predictions: pd.DataFrame, predict_image_model: PackagedImageModel, predict: dict) -> go.Figure:
+def slide_prediction_overlay(
+    slide_to_predict: SlideSource,
+    slide_predictions: pd.DataFrame,
+    predict_image_model: PackagedImageModel,
+    predict: dict,
+) -> go.Figure:
     """The predicted class map over a thumbnail of the slide."""
     slide, card = slide_to_predict, predict_image_model.card
-    thumbnail = slide_thumbnail(slide.image_path, int(predict["overlay_max_side"]), section=slide.name, max_pixels=int(predict["max_image_pixels"]))
+    thumbnail = slide_thumbnail(
+        slide.image_path,
+        int(predict["overlay_max_side"]),
+        section=slide.name,
+        max_pixels=int(predict["max_image_pixels"]),
+    )
     title = f"{slide.name}: predicted tissue class ({card.get('variant', '')}, {len(slide_predictions)} patches of {card['patch_size_um']:g} µm)"
     if slide.description.startswith("demo"):
         title += " - demo, simulated slide"
-    return prediction_overlay(thumbnail, slide_predictions, list(predict_image_model.probe.classes), patch_side_px(float(card["patch_size_um"]), slide.um_per_px), title)
+    return prediction_overlay(
+        thumbnail,
+        slide_predictions,
+        list(predict_image_model.probe.classes),
+        patch_side_px(float(card["patch_size_um"]), slide.um_per_px),
+        title,
+    )
 
 
-def slide_prediction_summary(slide_to_predict: SlideSource, slide_predictions: pd.DataFrame, predict_image_model: PackagedImageModel) -> dict:
+def slide_prediction_summary(
+    slide_to_predict: SlideSource, slide_predictions: pd.DataFrame, predict_image_model: PackagedImageModel
+) -> dict:
     """What was predicted on which slide with which model; scored against the slide's true labels
-    when it has them (tissue classes only: 'undetermined' and unlabelled spots are not scored)."""
+    when it has them (tissue classes only: 'undetermined' and unlabelled spots are not scored).
+    """
     slide, card = slide_to_predict, predict_image_model.card
     predicted = slide_predictions["predicted_class"].astype(str)
     summary = {
@@ -173,7 +261,9 @@ def slide_prediction_summary(slide_to_predict: SlideSource, slide_predictions: p
         "data": slide.description,
         "image": str(slide.image_path),
         "um_per_px": slide.um_per_px,
-        "spots": "spot coordinates" + (f" ({slide.spots_path})" if slide.spots_path else "") if slide.spots is not None else "tile grid over the detected tissue",
+        "spots": "spot coordinates" + (f" ({slide.spots_path})" if slide.spots_path else "")
+        if slide.spots is not None
+        else "tile grid over the detected tissue",
         "n_spots": int(len(slide_predictions)),
         "n_padded_at_image_edge": int(slide_predictions["padded"].sum()),
         "variant": card.get("variant", ""),
@@ -184,13 +274,23 @@ def slide_prediction_summary(slide_to_predict: SlideSource, slide_predictions: p
         "predicted_class_counts": {str(k): int(v) for k, v in predicted.value_counts().items()},
         "patient": slide.patient,
         # A score on a patient the model was trained on says little about new patients.
-        "patient_in_training_cohort": None if slide.patient is None else slide.patient in card.get("training_cohort", {}).get("patients", []),
+        "patient_in_training_cohort": None
+        if slide.patient is None
+        else slide.patient in card.get("training_cohort", {}).get("patients", []),
         "scored_against_true_labels": None,
     }
     if summary["patient_in_training_cohort"]:
-        logger.warning("predict: the model was trained on patient %s, whose slide this is: its score is not a held-out result", slide.patient)
+        logger.warning(
+            "predict: the model was trained on patient %s, whose slide this is: its score is not a held-out result",
+            slide.patient,
+        )
     if slide.labels is not None:
-        truth = slide.labels.reindex(slide_predictions["spot_id"].astype(str)).fillna("unlabelled").astype(str).to_numpy()
+        truth = (
+            slide.labels.reindex(slide_predictions["spot_id"].astype(str))
+            .fillna("unlabelled")
+            .astype(str)
+            .to_numpy()
+        )
         scored = is_classified(truth)
         metrics = classification_metrics(truth[scored], predicted.to_numpy()[scored])
         summary["scored_against_true_labels"] = {
@@ -200,11 +300,19 @@ def slide_prediction_summary(slide_to_predict: SlideSource, slide_predictions: p
             **{k: None if not np.isfinite(v) else round(float(v), 4) for k, v in metrics.items()},
             "classes_absent": classes_absent(truth[scored]),
         }
-        logger.info("predict: %s scored on %d labelled spots: accuracy %s, macro-F1 %s (%s)", slide.name, int(scored.sum()), summary["scored_against_true_labels"]["accuracy"], summary["scored_against_true_labels"]["macro_f1"], slide.description)
+        logger.info(
+            "predict: %s scored on %d labelled spots: accuracy %s, macro-F1 %s (%s)",
+            slide.name,
+            int(scored.sum()),
+            summary["scored_against_true_labels"]["accuracy"],
+            summary["scored_against_true_labels"]["macro_f1"],
+            slide.description,
+        )
     return summary
 
 
 def _store_keys(slide_name: str, spot_ids) -> list[str]:
     """Patch-store keys ``{slide}:{spot id}``: never number-like, so the store's index.csv reads them
-    back as the same strings (a bare id like "007" would come back as the integer 7)."""
+    back as the same strings (a bare id like "007" would come back as the integer 7).
+    """
     return [f"{slide_name}:{spot}" for spot in pd.Series(spot_ids).astype(str)]

@@ -16,7 +16,13 @@ from anndata import AnnData
 from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
-from tpir_kedro.reporting import cohort_overview, confusion_heatmaps, results_table, slide_labels, training_curves
+from tpir_kedro.reporting import (
+    cohort_overview,
+    confusion_heatmaps,
+    results_table,
+    slide_labels,
+    training_curves,
+)
 from tpir_kedro.reporting.html_report import ReportFigure, render_html_report
 from tpir_kedro.reporting.message_figure import message_figure
 from tpir_kedro.reporting.provenance import provenance_html
@@ -30,7 +36,8 @@ def cohort_overview_figure(cohort_summary: pd.DataFrame) -> go.Figure:
 
 def slide_label_figure(cohort: AnnData, reporting: dict, cohort_options: dict) -> go.Figure:
     """``reporting.slide.section`` (default: the first labelled section with an image) over a
-    thumbnail of its image; only obs, ``uns["sections"]`` and a downsampled image are touched."""
+    thumbnail of its image; only obs, ``uns["sections"]`` and a downsampled image are touched.
+    """
     slide = reporting.get("slide") or {}
     obs = cohort.obs
     requested = slide.get("section")
@@ -38,7 +45,10 @@ def slide_label_figure(cohort: AnnData, reporting: dict, cohort_options: dict) -
     available = sorted(obs["section"].astype(str).unique())
     if section is None or section not in available:
         logger.warning("slide figure: section %r is not in the cohort (sections: %s)", section, available)
-        return message_figure("Section labels", f"Section {section!r} is not in the cohort; sections: {', '.join(available) or 'none'}.")
+        return message_figure(
+            "Section labels",
+            f"Section {section!r} is not in the cohort; sections: {', '.join(available) or 'none'}.",
+        )
     spots = obs[obs["section"].astype(str) == section]
     image_path = str((cohort.uns.get("sections") or {}).get(section, {}).get("image_path") or "")
     thumbnail, note = None, ""
@@ -47,21 +57,37 @@ def slide_label_figure(cohort: AnnData, reporting: dict, cohort_options: dict) -
     else:
         try:
             max_pixels = int(cohort_options.get("max_image_pixels", DEFAULT_MAX_PIXELS))
-            thumbnail = slide_thumbnail(image_path, int(slide.get("thumbnail_max_side_px", 1024)), section=section, max_pixels=max_pixels)
-        except CohortInputError as exc:  # moved or unreadable since the cohort was read: the spots still say something
+            thumbnail = slide_thumbnail(
+                image_path,
+                int(slide.get("thumbnail_max_side_px", 1024)),
+                section=section,
+                max_pixels=max_pixels,
+            )
+        except (
+            CohortInputError
+        ) as exc:  # moved or unreadable since the cohort was read: the spots still say something
             logger.warning("slide figure: no image drawn for section %s: %s", section, exc)
             note = f"image not drawn: {exc}"
     return slide_labels.slide_label_figure(
-        spots, section, thumbnail, note=note, marker_px=float(slide.get("spot_marker_px", 6)), jpeg_quality=int(slide.get("jpeg_quality", 85))
+        spots,
+        section,
+        thumbnail,
+        note=note,
+        marker_px=float(slide.get("spot_marker_px", 6)),
+        jpeg_quality=int(slide.get("jpeg_quality", 85)),
     )
 
 
 def training_curves_figure(training_history: pd.DataFrame, reporting: dict) -> go.Figure:
-    return training_curves.training_curves_figure(training_history, columns=int(reporting.get("training_curve_columns", 3)))
+    return training_curves.training_curves_figure(
+        training_history, columns=int(reporting.get("training_curve_columns", 3))
+    )
 
 
 def confusion_matrix_figure(confusion_matrices: pd.DataFrame, reporting: dict) -> go.Figure:
-    return confusion_heatmaps.confusion_matrix_figure(confusion_matrices, probe=str(reporting.get("confusion_probe", "logistic")))
+    return confusion_heatmaps.confusion_matrix_figure(
+        confusion_matrices, probe=str(reporting.get("confusion_probe", "logistic"))
+    )
 
 
 def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
@@ -82,14 +108,41 @@ def html_report(
 ) -> str:
     """The report page (HTML text): every figure in reading order, then the provenance."""
     figures = [
-        ReportFigure("cohort_overview", "Cohort", cohort_overview_plot, "Spots per patient and section after QC, by pathologist label."),
-        ReportFigure("slide_labels", "A section and its labels", slide_labels_plot, "Spot centres over a thumbnail of the H&E; click a label in the legend to hide it."),
-        ReportFigure("gene_umap_by_patient", "Gene embeddings by patient", gene_umap_by_patient, "Batch correction should mix patients (PCA is uncorrected)."),
-        ReportFigure("gene_umap_by_label", "Gene embeddings by tissue label", gene_umap_by_label, "…while keeping tissue classes apart."),
+        ReportFigure(
+            "cohort_overview",
+            "Cohort",
+            cohort_overview_plot,
+            "Spots per patient and section after QC, by pathologist label.",
+        ),
+        ReportFigure(
+            "slide_labels",
+            "A section and its labels",
+            slide_labels_plot,
+            "Spot centres over a thumbnail of the H&E; click a label in the legend to hide it.",
+        ),
+        ReportFigure(
+            "gene_umap_by_patient",
+            "Gene embeddings by patient",
+            gene_umap_by_patient,
+            "Batch correction should mix patients (PCA is uncorrected).",
+        ),
+        ReportFigure(
+            "gene_umap_by_label",
+            "Gene embeddings by tissue label",
+            gene_umap_by_label,
+            "…while keeping tissue classes apart.",
+        ),
         ReportFigure("training_curves", "Image-encoder training", training_curves_plot),
         ReportFigure("results_table", "Results table", results_table_plot),
         ReportFigure("results_plot", "Results", results_plot),
-        ReportFigure("confusion_matrices", "Confusion matrices", confusion_matrices_plot, "Pooled over held-out patients and seeds; pick a variant and probe in the dropdown."),
+        ReportFigure(
+            "confusion_matrices",
+            "Confusion matrices",
+            confusion_matrices_plot,
+            "Pooled over held-out patients and seeds; pick a variant and probe in the dropdown.",
+        ),
     ]
     title = str(reporting.get("title") or "Run report")
-    return render_html_report(title, figures, provenance_html(run_info), subtitle=f"run {run_info.get('run_id')}")
+    return render_html_report(
+        title, figures, provenance_html(run_info), subtitle=f"run {run_info.get('run_id')}"
+    )
