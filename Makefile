@@ -35,10 +35,11 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The quick loop while editing: everything but the tests that train models, run whole pipelines or
-# start servers (markers `slow`, `servers`; see pyproject.toml). `make test` still runs everything.
+# The quick loop while editing: everything but the tests that train models, run whole pipelines,
+# start servers or read the real HER2ST files (markers `slow`, `servers`, `real_data`; pyproject.toml).
+# `make test` still runs everything.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not servers"
+	$(BIN)/python -m pytest -m "not slow and not servers and not real_data"
 
 viz: setup
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141

@@ -196,8 +196,11 @@ def kedro_run(project: Path, pipeline: str, log: Path, check: bool = True) -> su
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that read the real HER2ST files carry the ``real_data`` marker (``-m "not real_data"``
-    leaves them out): it follows from the fixture they use, so it cannot be forgotten."""
+    """Markers that follow from the fixtures a test uses, so they cannot be forgotten: ``real_data``
+    for the real HER2ST files, ``slow`` for the shared trained tiny demo (about a minute to make)."""
     for item in items:
-        if "her2st_dir" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "her2st_dir" in fixtures:
             item.add_marker(pytest.mark.real_data)
+        if "trained_demo_project" in fixtures:
+            item.add_marker(pytest.mark.slow)

@@ -31,6 +31,7 @@ def test_tiny_demo_reads_through_the_her2st_reader(tiny_demo_dir, tiny_demo_conf
     assert set(cohort.obs["label"].astype(str)) <= {*TISSUE_CLASSES, UNDETERMINED, "unlabelled"}
 
 
+@pytest.mark.slow  # simulates four cohorts
 def test_same_seed_same_cohort_other_seed_other_cohort(tiny_demo_config):
     a = simulate_demo_cohort(tiny_demo_config).sections["A1"]
     b = simulate_demo_cohort(tiny_demo_config).sections["A1"]
@@ -63,6 +64,7 @@ def _base_parameters(project_root) -> dict:
     return yaml.safe_load((project_root / "conf/base/parameters_demo_cohort.yml").read_text())["demo_cohort"]
 
 
+@pytest.mark.slow  # simulates the default-size demo
 def test_raw_expression_groups_spots_by_patient_more_than_by_class(default_demo_cohort):
     """The property the demo exists for (real HER2ST: ~0.30 by patient vs ~-0.03 by class)."""
     scores = silhouettes_by_patient_and_class(default_demo_cohort)
@@ -85,6 +87,7 @@ def test_classes_are_spatially_coherent_and_compositions_differ_by_patient(defau
     assert (composition.max(axis=0) - composition.min(axis=0)).max() > 0.15
 
 
+@pytest.mark.slow  # trains scVI
 def test_scvi_mixes_the_demo_patients_better_than_pca(default_demo_cohort):
     """What the simulator was built for: a batch effect scVI can (partly) remove and PCA keeps."""
     from sklearn.neighbors import NearestNeighbors

@@ -235,7 +235,7 @@ def test_errors_name_what_is_missing(trained_demo_project, tmp_path):
         run_predict(trained_demo_project, {"predict": {"slide": str(image)}})
     with pytest.raises(
         Exception,
-        match=r"no trained image model for variant 'nope'.*available: \['imagenet', 'scanvi_infonce', 'supervised'\].*kedro run --pipeline=train",
+        match=r"no trained image model for variant 'nope'.*available: \['bleep', .*'imagenet', .*'supervised'\].*kedro run --pipeline=train",
     ):
         run_predict(trained_demo_project, {"predict": {"variant": "nope"}})
     with pytest.raises(Exception, match=r"missing\.jpg\] image file does not exist"):
