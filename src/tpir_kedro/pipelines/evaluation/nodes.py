@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from tpir_kedro.cohort.label_budget import DEFAULT_LABEL_BUDGET
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
 from tpir_kedro.evaluation.fold_statistics import FOLD as FOLD_COLUMN
@@ -188,9 +189,21 @@ def results_table(
     table["space"] = table["space"].fillna(table["expression_space"]).fillna(NO_SPACE)
     table = table.drop(columns="expression_space")
     table["run_id"] = run_info.get("run_id")
+    # Which labels scANVI (and so class_guided's p . q) learnt from: the label budget of the run.
+    gene_vae = (run_info.get("parameters") or {}).get("gene_vae") or {}
+    table["scanvi_labels"] = gene_vae.get("scanvi_labels", DEFAULT_LABEL_BUDGET)
     extra = [
         c
-        for c in ("seed", "classes_absent", "chosen_C", "n_train", "n_test", "fold", "run_id")
+        for c in (
+            "seed",
+            "classes_absent",
+            "chosen_C",
+            "n_train",
+            "n_test",
+            "fold",
+            "scanvi_labels",
+            "run_id",
+        )
         if c in table.columns
     ]
     for c in RESULT_COLUMNS:

@@ -14,6 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from anndata import AnnData
 
+from tpir_kedro.cohort.label_budget import DEFAULT_LABEL_BUDGET, budgeted_labels
 from tpir_kedro.cohort.log_expression import LogNormalisedPca
 from tpir_kedro.evaluation.embedding_metrics import (
     lopo_knn_transfer,
@@ -29,6 +30,8 @@ from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
 from tpir_kedro.reporting.embedding_umaps import umap_coordinates, umap_grid
 
 logger = logging.getLogger(__name__)
+
+SCANVI_TRAINING_LABEL = "scanvi_training_label"  # obs column: the labels within the label budget
 EMBEDDINGS = ("pca", "harmony", "scvi", "scanvi")
 
 
@@ -45,9 +48,12 @@ def _spots_of(cohort: AnnData, patients: list[str]) -> AnnData:
 def fold_gene_encoders(
     cohort: AnnData, patient_folds: pd.DataFrame, fold_genes: dict[str, list[str]], gene_vae: dict
 ) -> dict[str, dict[str, GeneEncoder]]:
-    """ScVI (and scANVI where labels exist) per fold, on that fold's training patients and genes."""
+    """ScVI (and scANVI where labels exist) per fold, on that fold's training patients and genes.
+    scANVI learns from the labels ``gene_vae.scanvi_labels`` allows (:mod:`~tpir_kedro.cohort.label_budget`).
+    """
     params = dict(gene_vae)
     min_spots = int(params.pop("min_training_spots", 50))
+    budget = str(params.pop("scanvi_labels", DEFAULT_LABEL_BUDGET))
     config = GeneVaeConfig.from_dict(params)
     encoders = {}
     for fold, patients in _fold_patients(cohort, patient_folds).items():
@@ -64,7 +70,11 @@ def fold_gene_encoders(
             ",".join(patients),
             len(fold_genes[fold]),
         )
-        encoders[fold] = fit_gene_encoders(training, fold_genes[fold], config)
+        training = training.copy()
+        training.obs[SCANVI_TRAINING_LABEL] = budgeted_labels(training.obs, budget)
+        encoders[fold] = fit_gene_encoders(
+            training, fold_genes[fold], config, label_key=SCANVI_TRAINING_LABEL
+        )
     return encoders
 
 
