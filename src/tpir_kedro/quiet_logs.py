@@ -91,20 +91,18 @@ def short_input_error_hook(previous):
 
     from tpir_kedro.cohort.errors import CohortInputError
 
-    package = str(Path(__file__).resolve().parent)
+    package = Path(__file__).resolve().parent
 
     def hook(exc_type, exc, tb):
         if not isinstance(exc, CohortInputError):
             return previous(exc_type, exc, tb)
-        ours = [f for f in traceback.extract_tb(tb) if str(Path(f.filename).resolve()).startswith(package)]
+        frames = [(Path(f.filename).resolve(), f) for f in traceback.extract_tb(tb)]
+        ours = [(path, f) for path, f in frames if package in path.parents]
         lines = [
             "",
             "The run stopped on bad input; earlier outputs are kept (every output is versioned). Read at:",
         ]
-        lines += [
-            f"  {Path(f.filename).resolve().relative_to(Path(package).parent)}:{f.lineno} in {f.name}"
-            for f in ours
-        ]
+        lines += [f"  {path.relative_to(package.parent)}:{f.lineno} in {f.name}" for path, f in ours]
         if exc.__cause__ is not None:
             lines.append(f"  caused by {type(exc.__cause__).__name__}: {exc.__cause__}")
         lines.append(f"{exc_type.__name__}: {exc}")

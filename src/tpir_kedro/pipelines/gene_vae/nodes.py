@@ -55,6 +55,15 @@ def fold_gene_encoders(
     min_spots = int(params.pop("min_training_spots", 50))
     budget = str(params.pop("scanvi_labels", DEFAULT_LABEL_BUDGET))
     config = GeneVaeConfig.from_dict(params)
+    # The labels within the budget, once: a new AnnData over the same arrays (the counts are not
+    # copied) with one more obs column, of which each fold takes its view.
+    labels = budgeted_labels(cohort.obs, budget)
+    cohort = AnnData(
+        X=cohort.X,
+        obs=cohort.obs.assign(**{SCANVI_TRAINING_LABEL: labels}),
+        var=cohort.var,
+        layers=dict(cohort.layers),
+    )
     encoders = {}
     for fold, patients in _fold_patients(cohort, patient_folds).items():
         training = _spots_of(cohort, patients)
@@ -70,8 +79,6 @@ def fold_gene_encoders(
             ",".join(patients),
             len(fold_genes[fold]),
         )
-        training = training.copy()
-        training.obs[SCANVI_TRAINING_LABEL] = budgeted_labels(training.obs, budget)
         encoders[fold] = fit_gene_encoders(
             training, fold_genes[fold], config, label_key=SCANVI_TRAINING_LABEL
         )
