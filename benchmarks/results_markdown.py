@@ -4,8 +4,8 @@
 
 One row per variant, representation space and probe: macro-F1, accuracy and balanced accuracy (mean ±
 sd over held-out patients, seeds averaged within each: n = folds), the paired per-fold macro-F1
-difference against ``imagenet``'s backbone (mean, 95% t interval over folds, folds ahead), and the
-expression-prediction Pearson r.
+difference against ``imagenet``'s backbone (mean, 95% t interval over folds, folds ahead; macro-F1
+for the classification probes, Pearson r for the expression protocols), and the expression Pearson r.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpir_kedro.pipelines.evaluation.nodes import DIFF_PREFIX as PREFIX
+from tpir_kedro.pipelines.evaluation.nodes import DIFF_PREFIX, EXPRESSION_DIFF_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,17 +34,21 @@ def _pm(row, metric: str) -> str:
 
 
 def _delta(row) -> str:
-    mean = row.get(f"{PREFIX}mean")
-    if mean is None or pd.isna(mean):
+    """The row's paired difference: macro-F1 on classification rows, Pearson r on expression rows."""
+    prefix = next(
+        (p for p in (DIFF_PREFIX, EXPRESSION_DIFF_PREFIX) if pd.notna(row.get(f"{p}mean", float("nan")))),
+        None,
+    )
+    if prefix is None:
         return ""
-    low, high = row.get(f"{PREFIX}ci_low"), row.get(f"{PREFIX}ci_high")
+    mean, low, high = row[f"{prefix}mean"], row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
     interval = "" if pd.isna(low) else f" [{low:+.3f}, {high:+.3f}]"
-    return f"{mean:+.3f}{interval} ({int(row[f'{PREFIX}n_folds_ahead'])}/{int(row[f'{PREFIX}n_folds'])})"
+    return f"{mean:+.3f}{interval} ({int(row[f'{prefix}n_folds_ahead'])}/{int(row[f'{prefix}n_folds'])})"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
     lines = [
-        "| variant | space | probe | n folds | macro-F1 | accuracy | balanced acc. | Δ macro-F1 vs imagenet [95% CI] (folds ahead) | Pearson r top-50 |",
+        "| variant | space | probe | n folds | macro-F1 | accuracy | balanced acc. | Δ vs imagenet [95% CI] (folds ahead): macro-F1, or r for retrieval / ridge | Pearson r top-50 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for _, row in summary.iterrows():

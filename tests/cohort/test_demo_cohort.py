@@ -117,3 +117,17 @@ def test_scvi_mixes_the_demo_patients_better_than_pca(default_demo_cohort):
 
     assert other_patient_neighbours(scvi_z) > other_patient_neighbours(pca) + 0.02
     assert silhouette_patient(scvi_z) < silhouette_patient(pca) - 0.05
+
+
+def test_new_patients_each_have_their_own_letter_slide_and_stream(tiny_demo_config):
+    from tpir_kedro.cohort.demo.held_out_slide import held_out_patient, simulate_held_out_slide
+
+    first, again, second = (simulate_held_out_slide(tiny_demo_config, i) for i in (0, 0, 1))
+    # Patient 0 is the demo slide (its default); the next ones continue the cohort's letters.
+    assert np.array_equal(simulate_held_out_slide(tiny_demo_config).image, first.image)
+    assert np.array_equal(first.image, again.image)
+    assert (first.patient, second.patient) == ("D", "E") and (first.name, second.name) == ("D1", "E1")
+    assert first.image.shape == second.image.shape and not np.array_equal(first.image, second.image)
+    assert is_classified(second.labels["label"].to_numpy(str)).sum() > 10
+    with pytest.raises(ValueError, match="letters for"):
+        held_out_patient(tiny_demo_config, 26)

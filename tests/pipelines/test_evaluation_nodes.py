@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs
 from tpir_kedro.pipelines.contrastive.nodes import FoldEmbeddings
-from tpir_kedro.pipelines.evaluation.nodes import expression_prediction_results, probe_results, results_table
+from tpir_kedro.pipelines.evaluation.nodes import (
+    expression_prediction_results,
+    probe_results,
+    results_summary,
+    results_table,
+)
 
 EVALUATION = {"probes": ["logistic", "knn"], "probe_Cs": [0.1, 1.0], "knn_k": 3, "expression_k": 3}
 
@@ -49,11 +55,58 @@ def test_a_fold_without_labels_gives_expression_rows_only_and_csv_safe_tables(tm
     metrics.to_csv(path, index=False)
     reloaded = pd.read_csv(path)  # an empty table still has its header
     expression = expression_prediction_results(emb, inputs, EVALUATION)
-    assert list(expression["space"]) == ["backbone"] and np.isfinite(expression["pearson_r_top50"]).all()
+    assert list(expression["protocol"]) == ["retrieval", "ridge"]
+    assert list(expression["space"]) == ["backbone", "backbone"]
+    assert np.isfinite(expression["pearson_r_top50"]).all()
     table = results_table(reloaded, expression, {"run_id": "r1"})
     assert (
-        list(table["probe"]) == ["none"]
-        and list(table["space"]) == ["backbone"]
+        list(table["probe"]) == ["retrieval", "ridge"]
+        and list(table["space"]) == ["backbone", "backbone"]
         and table["macro_f1"].isna().all()
         and table["run_id"].eq("r1").all()
     )
+
+
+def _emb(variant, fold, features, joint=None):
+    image_joint, gene_joint = joint if joint else (None, None)
+    return FoldEmbeddings(variant, fold, 0, features, image_joint, gene_joint, 0.0, "untrained")
+
+
+def test_every_variant_is_scored_under_both_protocols_and_paired_with_imagenet_per_protocol():
+    rng = np.random.default_rng(1)
+    n_train, n_test, k = 12, 6, 4
+    inputs, emb = {}, {}
+    for fold, patient in (("holdout_B", "B"), ("holdout_C", "C")):
+        fold_inputs = _unlabelled_fold(rng, n_train, n_test, k)
+        fold_inputs.fold, fold_inputs.held_out_patient = fold, patient
+        inputs[fold] = fold_inputs
+        expression = np.concatenate([fold_inputs.train_top_expression, fold_inputs.test_top_expression])
+        # imagenet sees noise; clip's adapter carries the expression itself: it must predict better.
+        emb[f"imagenet/{fold}/0"] = _emb("imagenet", fold, {"backbone": rng.normal(size=(18, 8))})
+        emb[f"clip/{fold}/0"] = _emb(
+            "clip",
+            fold,
+            {"backbone": rng.normal(size=(18, 8)), "adapter": expression + 0.01 * rng.normal(size=(18, k))},
+            joint=(expression[n_train:], fold_inputs.train_top_expression),
+        )
+    expression = expression_prediction_results(emb, inputs, {**EVALUATION, "ridge_components": 4})
+    clip = expression[expression["variant"] == "clip"].set_index(["fold", "protocol", "space"])
+    # retrieval in the joint space; ridge on each space the probes read.
+    assert set(clip.index) == {
+        (f, p, s)
+        for f in inputs
+        for p, s in (("retrieval", "joint"), ("ridge", "backbone"), ("ridge", "adapter"))
+    }
+    assert (clip.xs(("ridge", "adapter"), level=("protocol", "space"))["pearson_r_top50"] > 0.9).all()
+    summary = results_summary(results_table(pd.DataFrame(), expression, {})).set_index(
+        ["variant", "space", "probe"]
+    )
+    ridge = summary.loc[("clip", "adapter", "ridge")]
+    assert ridge["n_folds"] == 2 and ridge["pearson_r_diff_vs_imagenet_n_folds_ahead"] == 2
+    assert ridge["pearson_r_diff_vs_imagenet_mean"] == pytest.approx(
+        ridge["pearson_r_top50_mean"] - summary.loc[("imagenet", "backbone", "ridge"), "pearson_r_top50_mean"]
+    )
+    # Classification columns stay empty on expression rows: nothing is paired on a macro-F1 there.
+    assert "macro_f1_diff_vs_imagenet_mean" not in summary.columns
+    with pytest.raises(ValueError, match="unknown"):
+        expression_prediction_results(emb, inputs, {**EVALUATION, "expression_protocols": ["lasso"]})

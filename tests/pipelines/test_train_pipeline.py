@@ -99,14 +99,27 @@ def test_gene_vae_fits_scvi_and_scanvi_per_fold_embeds_and_scores_them(catalog, 
 def test_every_variant_is_probed_in_the_space_it_trained(catalog):
     results = catalog.load("results")
     assert set(results["variant"]) == {*VARIANTS, "majority"}
-    assert set(results.loc[results["variant"] != "majority", "probe"]) == {"logistic", "knn"}
-    assert results[["accuracy", "macro_f1", "balanced_accuracy"]].notna().all().all()
-    assert results.loc[results["variant"] != "majority", "pearson_r_top50"].notna().all()
+    assert set(results.loc[results["variant"] != "majority", "probe"]) == {
+        "logistic",
+        "knn",
+        "retrieval",
+        "ridge",
+    }
+    classified = results[results["probe"].isin(["logistic", "knn", "majority"])]
+    expression = results[results["probe"].isin(["retrieval", "ridge"])]
+    assert classified[["accuracy", "macro_f1", "balanced_accuracy"]].notna().all().all()
+    assert classified["pearson_r_top50"].isna().all() and expression["macro_f1"].isna().all()
+    # Every variant under both expression protocols (like for like), with a Pearson r.
+    assert (expression.groupby("variant")["probe"].agg(set) == {"retrieval", "ridge"}).all()
+    assert set(expression["variant"]) == set(VARIANTS) and expression["pearson_r_top50"].notna().all()
     assert results["run_id"].nunique() == 1
-    # The adapter for trained variants (frozen regime), the backbone for the untrained baselines.
-    spaces = results.groupby("variant")["space"].agg(set)
+    # The adapter for trained variants (frozen regime), the backbone for the untrained baselines;
+    # contrastive variants retrieve expression in the joint space.
+    spaces = classified.groupby("variant")["space"].agg(set)
     assert spaces["imagenet"] == spaces["random"] == {"backbone"} and spaces["majority"] == {"none"}
     assert all(spaces[v] == {"adapter"} for v in TRAINED)
+    retrieval = expression[expression["probe"] == "retrieval"].groupby("variant")["space"].agg(set)
+    assert retrieval["clip"] == {"joint"} and retrieval["supervised"] == {"adapter"}
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""BLEEP's second task: predict a held-out spot's expression from its image.
+"""BLEEP's second task: predict a held-out spot's expression from its image, by retrieval.
 
 Each held-out spot's image embedding queries the *gene-side* embeddings of the training spots in
 the joint space; its predicted expression is the mean log-normalised expression of its top-k
@@ -19,7 +19,7 @@ from sklearn.neighbors import NearestNeighbors
 logger = logging.getLogger(__name__)
 
 
-def _dense_2d(a, name: str) -> np.ndarray:
+def dense_2d(a, name: str) -> np.ndarray:
     x = a.toarray() if sp.issparse(a) else np.asarray(a)
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2:
@@ -36,8 +36,8 @@ def nearest_references(
 
     Exact (brute-force) search, nearest first.
     """
-    q = _dense_2d(query, "query")
-    r = _dense_2d(reference, "reference")
+    q = dense_2d(query, "query")
+    r = dense_2d(reference, "reference")
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"query and reference must share a dimension; got {q.shape} and {r.shape}")
     if r.shape[0] == 0:
@@ -107,8 +107,8 @@ def pearson_per_gene(predicted: np.ndarray, observed: np.ndarray, genes: Sequenc
         undefined), or for every gene with fewer than two spots; the count is logged. Downstream
         means leave those genes out.
     """
-    pred = _dense_2d(predicted, "predicted")
-    obs = _dense_2d(observed, "observed")
+    pred = dense_2d(predicted, "predicted")
+    obs = dense_2d(observed, "observed")
     genes = [str(g) for g in genes]
     if pred.shape != obs.shape or pred.shape[1] != len(genes):
         raise ValueError(
@@ -157,11 +157,21 @@ def expression_prediction_score(
 
     Returns
     -------
-        ``pearson_r_mean`` (mean over genes with a defined r), ``pearson_r_median`` (likewise),
-        ``n_genes`` (g), ``n_genes_constant`` (genes whose r is NaN), ``per_gene`` (the (g,) Series).
-        The mean and median are NaN when no gene has a defined r.
+        :func:`score_predicted`'s dictionary.
     """
     predicted = predict_expression(query, reference, reference_expression, k=k, metric=metric)
+    return score_predicted(predicted, observed, genes)
+
+
+def score_predicted(predicted: np.ndarray, observed, genes: Sequence[str]) -> dict:
+    """Pearson r per gene of (n, g) predictions against (n, g) observations, and its mean and median
+    over the genes with a defined r: the score every expression protocol reports.
+
+    Returns
+    -------
+        ``pearson_r_mean``, ``pearson_r_median`` (NaN when no gene has a defined r), ``n_genes`` (g),
+        ``n_genes_constant`` (genes whose r is NaN), ``per_gene`` (the (g,) Series).
+    """
     per_gene = pearson_per_gene(predicted, observed, genes)
     defined = per_gene.dropna()
     return {

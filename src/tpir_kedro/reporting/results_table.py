@@ -20,8 +20,10 @@ METRIC_COLUMNS = (
     ("balanced acc.", "balanced_accuracy_mean", "balanced_accuracy_std"),
     ("accuracy", "accuracy_mean", "accuracy_std"),
     ("Pearson r (top genes)", "pearson_r_top50_mean", "pearson_r_top50_std"),
-    ("Δ macro-F1 vs imagenet", "macro_f1_diff_vs_imagenet_mean", "macro_f1_diff_vs_imagenet_sd"),
 )
+# Paired differences against imagenet: macro-F1 on the classification rows, Pearson r on the expression
+# rows; one set of columns shows whichever the row has.
+DIFF_PREFIXES = ("macro_f1_diff_vs_imagenet_", "pearson_r_diff_vs_imagenet_")
 
 
 def mean_sd(mean, sd, digits: int = 3) -> str:
@@ -45,10 +47,29 @@ def ahead(n_ahead, n_folds) -> str:
     return "" if pd.isna(n_ahead) or pd.isna(n_folds) else f"{int(n_ahead)}/{int(n_folds)}"
 
 
+def _row_differences(summary: pd.DataFrame) -> pd.DataFrame | None:
+    """Each row's paired difference (mean, sd, ci_low, ci_high, n_folds, n_folds_ahead) under the
+    first prefix of :data:`DIFF_PREFIXES` it has a value for; None when the summary has none.
+    """
+    present = [p for p in DIFF_PREFIXES if f"{p}mean" in summary.columns]
+    if not present:
+        return None
+    fields = ("mean", "sd", "ci_low", "ci_high", "n_folds", "n_folds_ahead")
+    out = pd.DataFrame(float("nan"), index=summary.index, columns=fields)
+    for prefix in reversed(present):  # the first prefix wins where a row had both
+        has = summary[f"{prefix}mean"].notna()
+        for field in fields:
+            column = f"{prefix}{field}"
+            if column in summary.columns:
+                out.loc[has, field] = summary.loc[has, column].astype(float)
+    return out
+
+
 def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
     """``results_summary``: one row per (variant, space, probe) with ``{metric}_mean``/``_std``
     columns, ``n_folds`` and, against the baseline, ``macro_f1_diff_vs_imagenet_mean``/``_sd``,
-    ``_ci_low``/``_ci_high`` (95% over folds) and ``_n_folds_ahead``.
+    ``_ci_low``/``_ci_high`` (95% over folds) and ``_n_folds_ahead`` (classification rows) or the same
+    under ``pearson_r_diff_vs_imagenet_`` (expression rows).
     """
     if results_summary.empty or not {"variant", "probe"} <= set(results_summary.columns):
         return message_figure(TITLE, "No results: no variant was evaluated on a held-out patient.")
@@ -66,28 +87,12 @@ def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
             cells.append(
                 [mean_sd(m, s) for m, s in zip(results_summary[mean].astype(float), sds.astype(float))]
             )
-    if {"macro_f1_diff_vs_imagenet_ci_low", "macro_f1_diff_vs_imagenet_n_folds_ahead"} <= set(
-        results_summary.columns
-    ):
-        header += ["Δ 95% interval", "folds ahead"]
-        cells.append(
-            [
-                interval(lo, hi)
-                for lo, hi in zip(
-                    results_summary["macro_f1_diff_vs_imagenet_ci_low"].astype(float),
-                    results_summary["macro_f1_diff_vs_imagenet_ci_high"].astype(float),
-                )
-            ]
-        )
-        cells.append(
-            [
-                ahead(a, n)
-                for a, n in zip(
-                    results_summary["macro_f1_diff_vs_imagenet_n_folds_ahead"],
-                    results_summary["macro_f1_diff_vs_imagenet_n_folds"],
-                )
-            ]
-        )
+    diff = _row_differences(results_summary)
+    if diff is not None:
+        header += ["Δ vs imagenet (macro-F1 or r)", "Δ 95% interval", "folds ahead"]
+        cells.append([mean_sd(m, s) for m, s in zip(diff["mean"], diff["sd"])])
+        cells.append([interval(lo, hi) for lo, hi in zip(diff["ci_low"], diff["ci_high"])])
+        cells.append([ahead(a, n) for a, n in zip(diff["n_folds_ahead"], diff["n_folds"])])
     for count in ("n_folds", "n_seeds"):
         if count in results_summary.columns:
             header.append(count)

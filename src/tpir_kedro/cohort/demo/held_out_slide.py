@@ -28,20 +28,32 @@ from tpir_kedro.cohort.slide_folder import SlideFolder
 _HELD_OUT_STREAM = 0x51_1DE
 
 
-def held_out_patient(config: DemoCohortConfig) -> str:
-    """The extra patient's letter: the one after the cohort's last (patient index ``n_patients``)."""
-    if config.n_patients >= len(string.ascii_uppercase):
+def held_out_patient(config: DemoCohortConfig, index: int = 0) -> str:
+    """The letter of extra patient ``index``: the cohort's letters continue (A-D -> E, F, ...)."""
+    position = config.n_patients + int(index)
+    if index < 0 or position >= len(string.ascii_uppercase):
         raise ValueError(
-            f"the demo has letters for {len(string.ascii_uppercase) - 1} patients plus the held-out one"
+            f"held-out patient {index} of a {config.n_patients}-patient demo: there are letters for "
+            f"{len(string.ascii_uppercase) - config.n_patients} held-out patients (0..)"
         )
-    return string.ascii_uppercase[config.n_patients]
+    return string.ascii_uppercase[position]
 
 
-def simulate_held_out_slide(config: DemoCohortConfig) -> SlideFolder:
-    """One labelled H&E section of a patient outside the cohort, with spot centres in image pixels."""
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, _HELD_OUT_STREAM]))
+def _held_out_seed(config: DemoCohortConfig, index: int) -> np.random.SeedSequence:
+    # Patient 0 is the demo slide written since the first release: its seed sequence stays as it was.
+    entropy = [config.seed, _HELD_OUT_STREAM] + ([int(index)] if index else [])
+    return np.random.SeedSequence(entropy)
+
+
+def simulate_held_out_slide(config: DemoCohortConfig, index: int = 0) -> SlideFolder:
+    """One labelled H&E section of a patient outside the cohort, with spot centres in image pixels.
+
+    ``index`` 0 is the demo's held-out slide (patient E of the 4-patient demo); 1, 2, ... are further
+    new patients (F, G, ...), each from its own seeded stream, for benchmarks over many new patients.
+    """
+    rng = np.random.default_rng(_held_out_seed(config, index))
     n_classes = len(TISSUE_CLASSES)
-    patient = held_out_patient(config)
+    patient = held_out_patient(config, index)
     name = f"{patient}1"
     pitch_px, margin_px, shape, coarse = section_geometry(config)
 

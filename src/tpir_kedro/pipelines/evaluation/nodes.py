@@ -2,9 +2,10 @@
 
 Per variant x representation space x held-out patient x seed: frozen representation ->
 standardised (training patients) -> L2 logistic probe (C by inner leave-one-patient-out) and cosine
-kNN, trained on the training patients' classified spots, scored on the held-out patient; BLEEP's
-expression prediction (Pearson r over the fold's top genes); a majority row; the summary over folds
-(seeds averaged within a fold first) with paired per-fold differences against ``imagenet``.
+kNN, trained on the training patients' classified spots, scored on the held-out patient; expression
+prediction (Pearson r over the fold's top genes) by BLEEP's retrieval and by HEST's ridge, for every
+variant alike; a majority row; the summary over folds (seeds averaged within a fold first) with
+paired per-fold differences against ``imagenet``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from plotly.subplots import make_subplots
 from tpir_kedro.cohort.label_budget import DEFAULT_LABEL_BUDGET
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
+from tpir_kedro.evaluation.expression_ridge import ALPHA_SCALE, N_COMPONENTS, ridge_expression_score
 from tpir_kedro.evaluation.fold_statistics import FOLD as FOLD_COLUMN
 from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
@@ -40,11 +42,25 @@ RESULT_COLUMNS = [
     "balanced_accuracy",
     "pearson_r_top50",
 ]
+EXPRESSION_PROTOCOLS = ("retrieval", "ridge")  # expression readouts; the rest classify tissue
+EXPRESSION_COLUMNS = [
+    "variant",
+    "fold",
+    "seed",
+    "held_out_patient",
+    "protocol",
+    "space",
+    "pearson_r_top50",
+    "pearson_r_median",
+    "n_genes",
+    "n_genes_constant",
+]
 BASELINE = "imagenet"
 BASELINE_SPACE = "backbone"
 NO_SPACE = "none"  # the majority row reads no representation
 METRICS = ["accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
 DIFF_PREFIX = "macro_f1_diff_vs_imagenet_"  # + mean, sd, ci_low, ci_high, n_folds, n_folds_ahead
+EXPRESSION_DIFF_PREFIX = "pearson_r_diff_vs_imagenet_"  # the same, for the expression readouts
 
 
 def _fold_labels(inputs: FoldInputs) -> tuple[np.ndarray, np.ndarray]:
@@ -123,10 +139,21 @@ def expression_prediction_results(
     contrastive_inputs: dict[str, FoldInputs],
     evaluation: dict,
 ) -> pd.DataFrame:
-    """Held-out spots' expression of the fold's top genes predicted from their image: the mean of
-    the top-k training spots nearest in the joint space (contrastive variants: image embedding vs
-    gene-side embeddings) or in the model's trained representation (variants without a gene side).
+    """Held-out spots' expression of the fold's top genes predicted from their image, under each
+    protocol of ``evaluation.expression_protocols`` (a ``protocol`` column):
+
+    - ``retrieval`` (BLEEP): the mean expression of the top-k training spots nearest in the joint
+      space (contrastive variants: image embedding vs the training spots' gene-side embeddings), or
+      in the model's own representation for variants without a gene side;
+    - ``ridge`` (HEST-Benchmark): every representation space the probes read, standardised -> PCA ->
+      ridge, all fitted on the training spots (:mod:`~tpir_kedro.evaluation.expression_ridge`).
     """
+    protocols = tuple(evaluation.get("expression_protocols", EXPRESSION_PROTOCOLS))
+    unknown = set(protocols) - set(EXPRESSION_PROTOCOLS)
+    if unknown:
+        raise ValueError(
+            f"evaluation.expression_protocols: unknown {sorted(unknown)}; choose from {list(EXPRESSION_PROTOCOLS)}"
+        )
     rows = []
     k = int(evaluation["expression_k"])
     for emb in fold_image_embeddings.values():
@@ -134,60 +161,73 @@ def expression_prediction_results(
         n_train = len(inputs.train_rows)
         if len(inputs.test_rows) == 0:
             continue
-        if emb.image_joint is not None:
-            query, reference, space = emb.image_joint, emb.gene_joint, "joint"
-        else:
-            features = emb.features[emb.primary_space]
-            query, reference, space = features[n_train:], features[:n_train], emb.primary_space
-        score = expression_prediction_score(
-            query, reference, inputs.train_top_expression, inputs.test_top_expression, inputs.top_genes, k=k
-        )
-        rows.append(
+        scored = []
+        if "retrieval" in protocols:
+            if emb.image_joint is not None:
+                query, reference, space = emb.image_joint, emb.gene_joint, "joint"
+            else:
+                features = emb.features[emb.primary_space]
+                query, reference, space = features[n_train:], features[:n_train], emb.primary_space
+            score = expression_prediction_score(
+                query,
+                reference,
+                inputs.train_top_expression,
+                inputs.test_top_expression,
+                inputs.top_genes,
+                k=k,
+            )
+            scored.append(("retrieval", space, score))
+        if "ridge" in protocols:
+            for space, features in emb.features.items():
+                score = ridge_expression_score(
+                    features[:n_train],
+                    inputs.train_top_expression,
+                    features[n_train:],
+                    inputs.test_top_expression,
+                    inputs.top_genes,
+                    n_components=int(evaluation.get("ridge_components", N_COMPONENTS)),
+                    alpha_scale=float(evaluation.get("ridge_alpha_scale", ALPHA_SCALE)),
+                    seed=emb.seed,
+                )
+                scored.append(("ridge", space, score))
+        rows += [
             {
                 "variant": emb.variant,
                 "fold": emb.fold,
                 "seed": emb.seed,
                 "held_out_patient": inputs.held_out_patient,
+                "protocol": protocol,
                 "space": space,
                 "pearson_r_top50": score["pearson_r_mean"],
                 "pearson_r_median": score["pearson_r_median"],
                 "n_genes": score["n_genes"],
                 "n_genes_constant": score["n_genes_constant"],
             }
-        )
-    columns = [
-        "variant",
-        "fold",
-        "seed",
-        "held_out_patient",
-        "space",
-        "pearson_r_top50",
-        "pearson_r_median",
-        "n_genes",
-        "n_genes_constant",
-    ]
-    return pd.DataFrame(rows, columns=columns)
+            for protocol, space, score in scored
+        ]
+    return pd.DataFrame(rows, columns=EXPRESSION_COLUMNS)
 
 
 def results_table(
     probe_metrics: pd.DataFrame, expression_metrics: pd.DataFrame, run_info: dict
 ) -> pd.DataFrame:
-    """One row per variant x space x held-out patient x seed x probe (``space``: the representation
-    the probe read, see the contrastive pipeline). A fold without labels (real HER2ST image sections)
-    gets one ``probe = none`` row carrying its expression-prediction Pearson r. The expression r is
-    the model's (one per variant, fold and seed), repeated on each of its probe rows.
+    """One row per variant x space x held-out patient x seed x probe. ``probe`` names the readout
+    trained on the frozen representation: ``logistic`` / ``knn`` classify tissue (macro-F1, ...),
+    ``retrieval`` / ``ridge`` predict expression (``pearson_r_top50``; the protocols of
+    :func:`expression_prediction_results`); ``majority`` is the class-prior floor. ``space``: the
+    representation the readout read, see the contrastive pipeline.
     """
-    keys = ["variant", "held_out_patient", "seed"]
+    keys = ["variant", "held_out_patient", "seed", "space"]
     expr = (
-        expression_metrics[keys + ["pearson_r_top50", "space"]].rename(columns={"space": "expression_space"})
+        expression_metrics[[*keys, "protocol", "pearson_r_top50", "fold"]].rename(
+            columns={"protocol": "probe"}
+        )
         if not expression_metrics.empty
-        else pd.DataFrame(columns=keys + ["pearson_r_top50", "expression_space"])
+        else pd.DataFrame(columns=[*keys, "probe", "pearson_r_top50", "fold"])
     )
-    probes = probe_metrics if not probe_metrics.empty else pd.DataFrame(columns=keys + ["probe", "space"])
-    table = probes.merge(expr, on=keys, how="outer")
-    table["probe"] = table["probe"].fillna("none")
-    table["space"] = table["space"].fillna(table["expression_space"]).fillna(NO_SPACE)
-    table = table.drop(columns="expression_space")
+    parts = [t for t in (probe_metrics, expr) if not t.empty]
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*keys, "probe"])
+    table["space"] = table["space"].fillna(NO_SPACE)
     table["run_id"] = run_info.get("run_id")
     # Which labels scANVI (and so class_guided's p . q) learnt from: the label budget of the run.
     gene_vae = (run_info.get("parameters") or {}).get("gene_vae") or {}
@@ -218,9 +258,11 @@ def results_table(
 
 def results_summary(results: pd.DataFrame) -> pd.DataFrame:
     """Per variant x space x probe: mean and sd over held-out patients of the seed-averaged metrics
-    (n = ``n_folds``, the held-out patients; ``n_seeds`` per fold), and the paired per-fold macro-F1
-    difference against ``imagenet``'s backbone on the same probe: mean, sd, 95% t interval and
-    folds ahead (:mod:`~tpir_kedro.evaluation.fold_statistics`).
+    (n = ``n_folds``, the held-out patients; ``n_seeds`` per fold), and the paired per-fold
+    difference against ``imagenet``'s backbone on the same probe: macro-F1 for the classification
+    probes (``macro_f1_diff_vs_imagenet_*``), Pearson r for the expression protocols
+    (``pearson_r_diff_vs_imagenet_*``); mean, sd, 95% t interval and folds ahead
+    (:mod:`~tpir_kedro.evaluation.fold_statistics`).
     """
     keys = ["variant", "space", "probe"]
     per_fold = fold_means(results, keys, METRICS)
@@ -235,10 +277,15 @@ def results_summary(results: pd.DataFrame) -> pd.DataFrame:
     for (variant, space, probe), group in per_fold.groupby(keys, sort=True):
         # The majority floor has no probe of its own: it is paired with imagenet's logistic probe.
         base_probe = "logistic" if variant == "majority" else probe
-        reference = base[base["probe"] == base_probe].set_index(FOLD_COLUMN)["macro_f1"]
+        metric, prefix = (
+            ("pearson_r_top50", EXPRESSION_DIFF_PREFIX)
+            if probe in EXPRESSION_PROTOCOLS
+            else ("macro_f1", DIFF_PREFIX)
+        )
+        reference = base[base["probe"] == base_probe].set_index(FOLD_COLUMN)[metric]
         if (variant == BASELINE and space == BASELINE_SPACE) or reference.empty:
             continue
-        d = paired_difference(group.set_index(FOLD_COLUMN)["macro_f1"], reference)
+        d = paired_difference(group.set_index(FOLD_COLUMN)[metric], reference)
         if d["n_folds"]:
             named = {
                 "mean": d["mean_difference"],
@@ -253,7 +300,7 @@ def results_summary(results: pd.DataFrame) -> pd.DataFrame:
                     "variant": variant,
                     "space": space,
                     "probe": probe,
-                    **{f"{DIFF_PREFIX}{k}": v for k, v in named.items()},
+                    **{f"{prefix}{k}": v for k, v in named.items()},
                 }
             )
     if diffs:
@@ -263,7 +310,7 @@ def results_summary(results: pd.DataFrame) -> pd.DataFrame:
 
 def results_figure(results_summary: pd.DataFrame) -> go.Figure:
     """Macro-F1 per variant, space and probe (mean ± sd over held-out patients, seeds averaged within
-    each) beside the expression-prediction Pearson r.
+    each) beside the expression-prediction Pearson r of each protocol.
     """
     fig = make_subplots(
         rows=1,
@@ -273,7 +320,9 @@ def results_figure(results_summary: pd.DataFrame) -> go.Figure:
             "Expression prediction (Pearson r, top genes)",
         ),
     )
-    scored = results_summary[results_summary["probe"] != "none"]
+    scored = results_summary[~results_summary["probe"].isin(EXPRESSION_PROTOCOLS)].dropna(
+        subset=["macro_f1_mean"]
+    )
     for probe, group in scored.groupby("probe"):
         names = (
             group["variant"] + " (" + group["space"].astype(str) + ")"
@@ -288,15 +337,18 @@ def results_figure(results_summary: pd.DataFrame) -> go.Figure:
             row=1,
             col=1,
         )
-    expr = results_summary.dropna(subset=["pearson_r_top50_mean"]).drop_duplicates("variant")
-    fig.add_bar(
-        x=expr["variant"],
-        y=expr["pearson_r_top50_mean"],
-        error_y={"type": "data", "array": expr["pearson_r_top50_std"].fillna(0)},
-        name="Pearson r",
-        row=1,
-        col=2,
-    )
+    for protocol in EXPRESSION_PROTOCOLS:
+        expr = results_summary[results_summary["probe"] == protocol].dropna(subset=["pearson_r_top50_mean"])
+        if expr.empty:
+            continue
+        fig.add_bar(
+            x=expr["variant"] + " (" + expr["space"].astype(str) + ")",
+            y=expr["pearson_r_top50_mean"],
+            error_y={"type": "data", "array": expr["pearson_r_top50_std"].fillna(0)},
+            name=f"{protocol} (Pearson r)",
+            row=1,
+            col=2,
+        )
     fig.update_layout(barmode="group", template="plotly_white", height=450)
     return fig
 
