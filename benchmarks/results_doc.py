@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_new_patients  # noqa: E402, F401  (its table and goal; imported here so the path is set)
 from bench_lopo_seeds import BASELINE, CONTROL, positive_control, readings  # noqa: E402
 from results_markdown import markdown_table  # noqa: E402
 
@@ -174,6 +175,226 @@ def positive_control_section(folder: Path) -> list[str]:
     return out
 
 
+NEW_PATIENTS_COMMAND = ".venv/bin/python benchmarks/bench_new_patients.py"
+# The fine-tuning ablation of the new-patient benchmark (benchmarks/params/finetune_*.yml), in reading order.
+ABLATION = {
+    "new_patients_finetune_bn_train": "full fine-tuning, 2 epochs, batch norm re-estimated (the regime before issue 13)",
+    "new_patients_finetune_lr0_bn_train": "the same with backbone_lr 0: only the batch-norm statistics move",
+    "new_patients_finetune_lr0_bn_frozen": "backbone_lr 0 and statistics frozen: the backbone untouched",
+    "new_patients_finetune_bn_frozen": "full fine-tuning, 2 epochs, statistics frozen (batch_norm: frozen)",
+    "new_patients_demo": "the default: frozen regime, 2,000 steps (all variants)",
+}
+
+
+def _new_patients_command(report: dict, folder: Path) -> str:
+    command = NEW_PATIENTS_COMMAND
+    if report.get("params_yaml"):
+        command += f" --params-yaml {report['params_yaml']}"
+    if folder.name != "new_patients_demo":
+        command += (
+            f" --work {folder.relative_to(ROOT).as_posix()}_work --out {folder.relative_to(ROOT).as_posix()}"
+        )
+    return command
+
+
+def new_patients_section(folder: Path) -> list[str]:
+    """The default new-patient benchmark (bench_new_patients.py): its table, goal and times."""
+    from bench_new_patients import LIMIT, markdown
+
+    summary = pd.read_csv(folder / "summary.csv")
+    report = json.loads((folder / "run.json").read_text())
+    n = int(summary["n_patients"].max())
+    seeds = report.get("seeds", [])
+    trains = report.get("train_seconds") or {}
+    return [
+        "## New patients: the packaged models on patients outside the cohort (simulated)",
+        "",
+        "Produced by",
+        "",
+        "```bash",
+        _new_patients_command(report, folder),
+        "```",
+        "",
+        f"from `{folder.relative_to(ROOT).as_posix()}/` (`predictions.csv`, `summary.csv`, `run.json`). "
+        f"{n} new simulated patients ({', '.join(report['patients'])}; E is the demo's held-out slide), each predicted "
+        "by every packaged final model through `kedro run --pipeline=predict`; seeds "
+        f"{_seeds(seeds)} (one whole `train` replicate each) averaged within a patient: **n = {n} new patients**. "
+        f"Δ: paired per patient against `imagenet`, 95% t interval, patients ahead. Goal (pre-registered): "
+        f"every trained variant's mean Δ macro-F1 ≥ {LIMIT}: **{'met' if report['goal_met'] else 'not met'}**"
+        + ("" if report["goal_met"] else f" (worst: `{report['worst_trained_variant']}`)")
+        + ".",
+        "",
+        markdown(summary),
+        "",
+        *_per_patient_table(folder),
+        f"**Wall time**: {_minutes(report['wall_seconds'])} in all"
+        + (
+            f" (train runs {', '.join(_minutes(float(t)) for t in trains.values())}; the rest is "
+            f"{len(summary) * n * max(len(seeds), 1)} predict runs)"
+            if trains
+            else ""
+        )
+        + ".",
+        "",
+    ]
+
+
+def _per_patient_table(folder: Path) -> list[str]:
+    """Each new patient: its stain distance (new_patient_stain.py), composition and accuracy per variant."""
+    predictions = pd.read_csv(folder / "predictions.csv")
+    accuracy = predictions.groupby(["patient", "variant"])["accuracy"].mean().unstack()
+    recall = predictions.groupby(["patient", "variant"])["connective_recall"].mean().unstack()
+    stain_path = folder / "stain.csv"
+    stain = pd.read_csv(stain_path).set_index("patient") if stain_path.exists() else pd.DataFrame()
+    shown = [
+        v for v in ("imagenet", "supervised", "scanvi_similarity", "scanvi_infonce", "clip") if v in accuracy
+    ]
+    lines = [
+        "Per new patient (seeds averaged): accuracy, and in brackets the recall of connective tissue; the stain "
+        "distance is how many between-patient sds its class-mean optical density lies from the cohort's (cohort "
+        "patients themselves: "
+        + (
+            ", ".join(
+                f"{p} {r:.2f}" for p, r in stain[stain["in_cohort"].astype(bool)]["stain_distance"].items()
+            )
+            if not stain.empty
+            else "not measured"
+        )
+        + "), from `.venv/bin/python benchmarks/new_patient_stain.py` (`stain.csv`):",
+        "",
+        "| patient | stain distance | classified spots | connective tissue | " + " | ".join(shown) + " |",
+        "|---|---|---|---|" + "---|" * len(shown),
+    ]
+    for patient, row in accuracy.iterrows():
+        classes = json.loads(predictions[predictions["patient"] == patient]["per_class"].iloc[0])
+        n = sum(c["n"] for c in classes.values())
+        share = classes.get("connective tissue", {}).get("n", 0) / n if n else float("nan")
+        distance = stain.loc[patient, "stain_distance"] if patient in stain.index else float("nan")
+        cells = [f"{row[v]:.2f} ({recall.loc[patient, v]:.2f})" for v in shown]
+        lines.append(f"| {patient} | {distance:.1f} | {n} | {share:.0%} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def ablation_section() -> list[str]:
+    """Which training component costs new patients: the fine-tuning arms side by side."""
+    rows = []
+    for name, what in ABLATION.items():
+        folder = RESULTS / name
+        if not (folder / "summary.csv").exists():
+            continue
+        summary = pd.read_csv(folder / "summary.csv").set_index("variant")
+        predictions = pd.read_csv(folder / "predictions.csv")
+        report = json.loads((folder / "run.json").read_text())
+        e = predictions[predictions["patient"] == "E"].groupby("variant")["accuracy"].mean()
+        for variant in ("supervised", "clip", "scanvi_infonce"):
+            if variant not in summary.index:
+                continue
+            r = summary.loc[variant]
+            rows.append(
+                f"| {what} | `{variant}` | {len(report.get('seeds', [])) or 1} "
+                f"| {r['accuracy_diff_vs_imagenet_mean']:+.3f} | {r['macro_f1_diff_vs_imagenet_mean']:+.3f} "
+                f"[{r['macro_f1_diff_vs_imagenet_ci_low']:+.3f}, {r['macro_f1_diff_vs_imagenet_ci_high']:+.3f}] "
+                f"| {e.get(variant, float('nan')):.2f} / {e.get('imagenet', float('nan')):.2f} |"
+            )
+    if not rows:
+        return []
+    commands = [
+        _new_patients_command(json.loads((RESULTS / n / "run.json").read_text()), RESULTS / n)
+        for n in ABLATION
+        if n != "new_patients_demo" and (RESULTS / n / "run.json").exists()
+    ]
+    return [
+        "### What costs new patients: batch-norm statistics (simulated)",
+        "",
+        "The same benchmark on the headline variants under the fine-tuning regime the demo used before issue 13, "
+        "one component changed at a time (`benchmarks/params/finetune_*.yml`), n = 6 new patients each:",
+        "",
+        "```bash",
+        *commands,
+        "```",
+        "",
+        "| training | variant | seeds | Δ accuracy vs imagenet | Δ macro-F1 vs imagenet [95% CI] | patient E accuracy (variant / imagenet) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
+# Frozen EfficientNet-Lite0 ImageNet features on real HER2ST, measured when issue 14 was filed
+# (ridge on PCA-256 / mean of the 50 nearest training spots), per held-out fold.
+HER2ST_REFERENCES = {"B": {"ridge": 0.068, "retrieval": 0.107}, "C6": {"ridge": 0.170, "retrieval": 0.199}}
+HER2ST_COMMAND = (
+    "TPIR_HER2ST_DIR=$PWD/../shared/her2st .venv/bin/python benchmarks/bench_lopo_seeds.py --env her2st --seeds 0 "
+    "--params-yaml benchmarks/params/her2st_frozen_cpu.yml --out benchmarks/results/her2st_frozen_cpu"
+)
+
+
+def her2st_section(folder: Path) -> list[str]:
+    """Real HER2ST expression prediction per held-out fold, both protocols, against the references."""
+    results = pd.read_csv(folder / "results.csv")
+    report = json.loads((folder / "run.json").read_text())
+    expr = results[results["probe"].isin(["retrieval", "ridge"])]
+    folds = sorted(expr["held_out_patient"].astype(str).unique())
+    table = expr.pivot_table(
+        index=["variant", "space", "probe"],
+        columns="held_out_patient",
+        values="pearson_r_top50",
+        aggfunc="mean",
+    )
+    base = table.xs(("imagenet", "backbone"), level=("variant", "space"), drop_level=True)
+    lines = [
+        "| variant | space | protocol | " + " | ".join(f"r {f} (Δ vs imagenet)" for f in folds) + " |",
+        "|---|---|---|" + "---|" * len(folds),
+        "| *reference: imagenet, measured when the issue was filed* | backbone | ridge | "
+        + " | ".join(f"{HER2ST_REFERENCES.get(f, {}).get('ridge', float('nan')):.3f}" for f in folds)
+        + " |",
+        "| *reference* | backbone | retrieval | "
+        + " | ".join(f"{HER2ST_REFERENCES.get(f, {}).get('retrieval', float('nan')):.3f}" for f in folds)
+        + " |",
+    ]
+    for (variant, space, probe), row in table.iterrows():
+        cells = []
+        for f in folds:
+            r, b = row.get(f), base.loc[probe].get(f) if probe in base.index else float("nan")
+            cells.append(
+                ""
+                if pd.isna(r)
+                else (
+                    f"{r:.3f}" if variant == "imagenet" and space == "backbone" else f"{r:.3f} ({r - b:+.3f})"
+                )
+            )
+        lines.append(f"| {variant} | {space} | {probe} | " + " | ".join(cells) + " |")
+    runs = report.get("runs", [])
+    return [
+        "## Real HER2ST: expression prediction, both protocols (real data)",
+        "",
+        "Produced by",
+        "",
+        "```bash",
+        HER2ST_COMMAND,
+        "```",
+        "",
+        f"from `{folder.relative_to(ROOT).as_posix()}/` (`results.csv`, `results_summary.csv`, `run.json`): "
+        "the frozen-backbone regime at 112 µm → 224 px on this 2-core CPU, the folds and the label budget of "
+        "`benchmarks/params/her2st_frozen_cpu.yml` (held-out patient B: image side trains on C2–C6, tests B4; held-out "
+        "section C6: trains on B4, C2–C5, within patient C). Pearson r per gene over the held-out spots, mean over the "
+        "fold's 50 most variable genes; one seed, **n = 1 per fold**, so no interval: each cell is one number. "
+        "No labelled section has a full-resolution image, so nothing is classified here and the variants that "
+        "need labels on image spots are absent.",
+        "",
+        *lines,
+        "",
+        f"**Wall time**: {_minutes(report['wall_seconds'])}"
+        + (
+            f" (stages: {', '.join(f'{k} {_minutes(v)}' for k, v in runs[0].get('stages', {}).items())})"
+            if runs
+            else ""
+        )
+        + ".",
+        "",
+    ]
+
+
 def throughput_section(path: Path) -> list[str]:
     """The committed CPU training-throughput measurement (bench_training_throughput.py)."""
     r = json.loads(path.read_text())
@@ -223,6 +444,12 @@ def render() -> str:
     for folder in sorted(RESULTS.glob("positive_control_*")):
         if (folder / "run.json").exists():
             out += positive_control_section(folder)
+    if (RESULTS / "new_patients_demo" / "run.json").exists():
+        out += new_patients_section(RESULTS / "new_patients_demo")
+    out += ablation_section()
+    for folder in sorted(RESULTS.glob("her2st_*")):
+        if (folder / "run.json").exists():
+            out += her2st_section(folder)
     throughput = RESULTS / "training_throughput_cpu.json"
     if throughput.exists():
         out += throughput_section(throughput)

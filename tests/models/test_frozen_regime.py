@@ -197,7 +197,9 @@ def test_the_frozen_regime_refuses_a_patch_store(patches):
 
 
 def test_partial_fine_tuning_trains_only_the_last_blocks(patches):
-    config = dataclasses.replace(FROZEN, regime="partial", trainable_blocks=1, max_steps=3)
+    config = dataclasses.replace(
+        FROZEN, regime="partial", trainable_blocks=1, max_steps=3, batch_norm="train"
+    )
     variant = parse_variant("supervised", VARIANTS["supervised"])
     L.seed_everything(0, verbose=False)
     before = encoder_state_dict(build_image_encoder("resnet18", "random"))
@@ -207,6 +209,31 @@ def test_partial_fine_tuning_trains_only_the_last_blocks(patches):
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and changed <= last  # the stem, layer1..3 and their batch-norm statistics stay put
     assert any(k.endswith("running_mean") for k in changed)  # the trained block's own BN does learn
+
+
+@pytest.mark.parametrize("batch_norm", ["frozen", "train"])
+def test_full_fine_tuning_keeps_the_batch_norm_statistics_unless_told_to_re_estimate_them(
+    patches, batch_norm
+):
+    config = dataclasses.replace(FROZEN, regime="full", max_steps=3, batch_norm=batch_norm)
+    variant = parse_variant("supervised", VARIANTS["supervised"])
+    L.seed_everything(0, verbose=False)
+    before = encoder_state_dict(build_image_encoder("resnet18", "random"))
+    trained = train_image_model(variant, config, make_data(patches, "supervised"), seed=0, run_root=None)
+    after = encoder_state_dict(trained.encoder)
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    statistics = {k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert changed - statistics  # the weights train either way (batch-norm affine weights included)
+    assert any(k.endswith("bn1.weight") for k in changed)
+    if batch_norm == "frozen":
+        assert not changed & statistics
+    else:
+        assert statistics <= changed
+
+
+def test_an_unknown_batch_norm_mode_is_refused():
+    with pytest.raises(ValueError, match="batch_norm"):
+        TrainingConfig.from_dict({"batch_norm": "adaptive"})
 
 
 # --- the code is part of the run key ------------------------------------------------------------

@@ -40,6 +40,8 @@ class _ImageTraining(L.LightningModule):
     :class:`~tpir_kedro.models.feature_views.ViewSampler`; otherwise they carry uint8 patches and
     ``augment`` is a :class:`PatchAugment`. ``trainable_blocks`` (partial fine-tuning) freezes the
     backbone but for its last blocks; the frozen part's batch norm keeps its running statistics.
+    ``freeze_batch_norm`` keeps every backbone batch-norm layer in eval mode (its initialisation's
+    running statistics normalise; its affine weights still train where the backbone does).
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class _ImageTraining(L.LightningModule):
         weight_decay: float,
         channels_last: bool = True,
         trainable_blocks: int | None = None,
+        freeze_batch_norm: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
@@ -62,6 +65,15 @@ class _ImageTraining(L.LightningModule):
         self._frozen_modules: list[nn.Module] = []
         if encoder is not None and trainable_blocks is not None:
             self._frozen_modules = freeze_all_but_last_blocks(encoder, trainable_blocks)
+        if encoder is not None and freeze_batch_norm:
+            # Re-estimated on a few patients' patches, the statistics carry their stains into every
+            # feature; the initialisation's (ImageNet's) are the ones the weights were trained under.
+            known = {id(m) for m in self._frozen_modules}
+            self._frozen_modules += [
+                m
+                for m in encoder.modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in known
+            ]
         if self.channels_last:
             self.encoder.to(memory_format=torch.channels_last)
 
@@ -137,9 +149,18 @@ class ContrastiveModule(_ImageTraining):
         weight_decay: float = 1e-4,
         channels_last: bool = True,
         trainable_blocks: int | None = None,
+        freeze_batch_norm: bool = False,
     ):
         super().__init__(
-            encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks
+            encoder,
+            augment,
+            adapter,
+            lr,
+            backbone_lr,
+            weight_decay,
+            channels_last,
+            trainable_blocks,
+            freeze_batch_norm,
         )
         self.image_head = ProjectionHead(adapter.out_dim, embed_dim, dropout)
         self.gene_head = gene_side(gene_input, gene_dim, embed_dim, gene_hidden, dropout)
@@ -182,9 +203,18 @@ class SupervisedModule(_ImageTraining):
         channels_last: bool = True,
         dropout: float = 0.1,
         trainable_blocks: int | None = None,
+        freeze_batch_norm: bool = False,
     ):
         super().__init__(
-            encoder, augment, adapter, lr, backbone_lr, weight_decay, channels_last, trainable_blocks
+            encoder,
+            augment,
+            adapter,
+            lr,
+            backbone_lr,
+            weight_decay,
+            channels_last,
+            trainable_blocks,
+            freeze_batch_norm,
         )
         # GELU on the adapter output: the classifier is a two-layer head, the same depth as the
         # contrastive variants' projection head, so neither side gets a shallower adapter.

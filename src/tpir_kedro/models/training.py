@@ -247,6 +247,7 @@ def build_module(
         weight_decay=config.weight_decay,
         channels_last=config.channels_last,
         trainable_blocks=blocks,
+        freeze_batch_norm=config.batch_norm == "frozen",
     )
     if variant.objective == "supervised":
         counts = np.bincount(data.labels, minlength=data.n_classes).astype(np.float32)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 REGIMES = ("frozen", "partial", "full")
+BATCH_NORM = ("frozen", "train")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class TrainingConfig:
     adapter_dim: int = 256  # the trained representation the probes read
     feature_views: int = 16  # frozen regime: backbone passes per patch (view 0 un-augmented)
     trainable_blocks: int = 2  # partial regime: the last blocks of the backbone that train
+    # partial / full regimes: "frozen" keeps the backbone's batch-norm running statistics (ImageNet's);
+    # "train" re-estimates them on the training patches, which fits them to the cohort's stains.
+    batch_norm: str = "frozen"
     epochs: int = 2
     max_steps: int | None = 2000  # optimiser steps per run, whatever the data size; None: epochs decide
     batch_size: int = 128
@@ -57,6 +61,8 @@ class TrainingConfig:
         config = cls(**params)
         if config.regime not in REGIMES:
             raise ValueError(f"unknown training regime {config.regime!r}; choose one of {REGIMES}")
+        if config.batch_norm not in BATCH_NORM:
+            raise ValueError(f"unknown batch_norm {config.batch_norm!r}; choose one of {BATCH_NORM}")
         if config.max_steps is not None and int(config.max_steps) < 1:
             raise ValueError(f"max_steps must be >= 1 or null, got {config.max_steps}")
         if int(config.feature_views) < 1:
@@ -73,6 +79,8 @@ class TrainingConfig:
             d.pop("feature_views")
         if self.regime != "partial":
             d.pop("trainable_blocks")
+        if self.regime == "frozen":
+            d.pop("batch_norm")  # no backbone trains: nothing for it to change
         for key in ("progress_bar", "log_every_n_steps", "eval_batch_size", "num_workers", "threads"):
             d.pop(key)
         return d
