@@ -203,8 +203,10 @@ def main() -> None:
     )
     if control["verdict"] == "PASS":
         print("\n".join(["", "readings (95% interval over folds):", *readings(summary)]))
-    else:
+    elif control["verdict"] == "FAIL":
         print("the positive control failed: the contrastive variants are not ranked on this regime")
+    else:
+        print(f"no positive control ({control['why']}): the classification results are not ranked")
     report = json.loads((out / "run.json").read_text())
     print(f"training runs: {report['training_runs']}; {wall / 60:.1f} min; tables in {out}")
 

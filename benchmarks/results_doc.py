@@ -379,8 +379,10 @@ def her2st_section(folder: Path) -> list[str]:
         "`benchmarks/params/her2st_frozen_cpu.yml` (held-out patient B: image side trains on C2–C6, tests B4; held-out "
         "section C6: trains on B4, C2–C5, within patient C). Pearson r per gene over the held-out spots, mean over the "
         "fold's 50 most variable genes; one seed, **n = 1 per fold**, so no interval: each cell is one number. "
-        "No labelled section has a full-resolution image, so nothing is classified here and the variants that "
-        "need labels on image spots are absent.",
+        "No labelled section has a full-resolution image, so nothing is classified here and `supervised` (it "
+        "needs labels on image spots) is absent. The references were measured when the issue was filed, on other "
+        "target genes (these are the top genes of the fold's training patients over all 35 sections): `imagenet`'s "
+        "own rows, same genes and spots, are the like-for-like baseline the Δ is taken against.",
         "",
         *lines,
         "",
