@@ -7,6 +7,7 @@ A tiny random-init ResNet-18 and a 60-patch random store: wiring and bookkeeping
 from __future__ import annotations
 
 import dataclasses
+import logging
 import shutil
 
 import lightning as L
@@ -213,13 +214,16 @@ def test_partial_fine_tuning_trains_only_the_last_blocks(patches):
 
 @pytest.mark.parametrize("batch_norm", ["frozen", "train"])
 def test_full_fine_tuning_keeps_the_batch_norm_statistics_unless_told_to_re_estimate_them(
-    patches, batch_norm
+    patches, batch_norm, caplog
 ):
     config = dataclasses.replace(FROZEN, regime="full", max_steps=3, batch_norm=batch_norm)
     variant = parse_variant("supervised", VARIANTS["supervised"])
     L.seed_everything(0, verbose=False)
     before = encoder_state_dict(build_image_encoder("resnet18", "random"))
-    trained = train_image_model(variant, config, make_data(patches, "supervised"), seed=0, run_root=None)
+    with caplog.at_level(logging.WARNING, logger="tpir_kedro.models.training"):
+        trained = train_image_model(variant, config, make_data(patches, "supervised"), seed=0, run_root=None)
+    # A random init has no statistics worth keeping: frozen says so (this test's encoder is random).
+    assert ("set contrastive.batch_norm: train" in caplog.text) == (batch_norm == "frozen")
     after = encoder_state_dict(trained.encoder)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     statistics = {k for k in before if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}

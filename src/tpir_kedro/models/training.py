@@ -240,6 +240,13 @@ def build_module(
     else:
         augment = PatchAugment.from_params({**config.augment, "mean": encoder.mean, "std": encoder.std})
         image_encoder, blocks = encoder, (config.trainable_blocks if config.regime == "partial" else None)
+        if config.batch_norm == "frozen" and (variant.init or config.init) == "random":
+            logger.warning(
+                "variant %s: %s fine-tuning from a random init with contrastive.batch_norm: frozen keeps "
+                "untrained batch-norm statistics (mean 0, variance 1); set contrastive.batch_norm: train",
+                variant.name,
+                config.regime,
+            )
     adapter = ImageAdapter(encoder.feature_dim, config.adapter_hidden, config.adapter_dim, config.dropout)
     common = dict(
         lr=config.lr,
