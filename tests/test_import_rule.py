@@ -63,3 +63,20 @@ def test_the_rule_sees_a_breach(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", fake)
     found = _breaches("cohort")
     assert len(found) == 2 and "tpir_kedro.models.losses" in found[0] and "Kedro" in found[1]
+
+
+def _pipeline_breaches() -> list[str]:
+    """Imports of one pipeline's modules from another pipeline's."""
+    out = []
+    for folder in sorted(p for p in (PACKAGE / "pipelines").iterdir() if (p / "__init__.py").is_file()):
+        for path in sorted(folder.rglob("*.py")):
+            for line, module in _imports(path):
+                parts = module.split(".")
+                if parts[:2] == ["tpir_kedro", "pipelines"] and len(parts) > 2 and parts[2] != folder.name:
+                    out.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}")
+    return out
+
+
+def test_no_pipeline_imports_another_pipeline():
+    breaches = _pipeline_breaches()
+    assert not breaches, "\n".join(breaches) + "\n(what two pipelines share belongs in a domain package)"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs
-from tpir_kedro.pipelines.contrastive.nodes import FoldEmbeddings
+from tpir_kedro.evaluation.fold_embeddings import FoldEmbeddings
+from tpir_kedro.evaluation.fold_inputs import FoldInputs
 from tpir_kedro.pipelines.evaluation.nodes import (
     expression_prediction_results,
     probe_results,

@@ -17,15 +17,15 @@ import scipy.sparse as sp
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER, TISSUE_CLASSES, label_categorical
 from tpir_kedro.cohort.sources import Her2stDirectory
-from tpir_kedro.evaluation.folds import ALL_PATIENTS, fold_key, patient_folds
-from tpir_kedro.imaging.tiling import plan_tiling, write_patch_store
-from tpir_kedro.pipelines.contrastive import fold_inputs as fold_inputs_mod
-from tpir_kedro.pipelines.contrastive.fold_inputs import (
+from tpir_kedro.evaluation import fold_inputs as fold_inputs_mod
+from tpir_kedro.evaluation.fold_inputs import (
     FoldInputs,
     build_fold_inputs,
     check_gene_encoders,
     check_patch_store,
 )
+from tpir_kedro.evaluation.folds import ALL_PATIENTS, fold_key, patient_folds
+from tpir_kedro.imaging.tiling import plan_tiling, write_patch_store
 from tpir_kedro.pipelines.contrastive.nodes import contrastive_training_inputs
 
 N_GENES, N_TOP, N_LATENT = 30, 10, 4

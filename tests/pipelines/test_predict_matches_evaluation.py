@@ -19,12 +19,12 @@ from tpir_kedro.cohort.demo.held_out_slide import simulate_held_out_slide
 from tpir_kedro.cohort.demo.simulate import DemoCohortConfig, ExpressionConfig
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
 from tpir_kedro.cohort.slide_folder import write_slide_folder
+from tpir_kedro.evaluation.fold_inputs import FoldInputs
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.imaging.slide_folder import read_slide_folder
 from tpir_kedro.imaging.tiling import SectionTiles, TilingPlan, write_patch_store
 from tpir_kedro.models.packaged_model_folders import PackagedModelFolders
-from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs
 from tpir_kedro.pipelines.contrastive.nodes import final_image_models, fold_image_embeddings
 from tpir_kedro.pipelines.evaluation.nodes import packaged_image_models, probe_results
 from tpir_kedro.pipelines.predict import nodes as predict_nodes

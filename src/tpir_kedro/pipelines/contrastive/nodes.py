@@ -4,10 +4,7 @@ Fold models exist to be evaluated: what leaves this pipeline are their represent
 joint-space embeddings); their weights stay in the resumable checkpoint folder. The all-patient
 models are what users keep (packaged with a model card by the evaluation pipeline).
 
-Representation spaces (the ``space`` of every result): ``backbone`` -- the CNN's pooled features,
-what the untrained baselines have, and trained variants too when their backbone trained (partial or
-full fine-tuning); ``adapter`` -- the trained adapter's output, what every trained variant has. In the
-frozen regime the backbone's features of every patch under several views are computed once per
+Representation spaces: :mod:`~tpir_kedro.evaluation.fold_embeddings`. In the frozen regime the backbone's features of every patch under several views are computed once per
 seed and cached under the checkpoint folder (``feature_views/``), shared by every fold and variant.
 """
 
@@ -15,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +20,12 @@ import pandas as pd
 from anndata import AnnData
 
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
+from tpir_kedro.evaluation.fold_embeddings import ADAPTER, BACKBONE, FoldEmbeddings
+from tpir_kedro.evaluation.fold_inputs import FoldInputs, build_fold_inputs, check_patch_store
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec, parse_variants
-from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs, build_fold_inputs, check_patch_store
 
 if TYPE_CHECKING:
     from tpir_kedro.models.training import TrainedImageModel, TrainingData
@@ -39,31 +36,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "step", "train_loss_step", "train_loss_epoch", "variant", "fold", "seed"]
-BACKBONE, ADAPTER = "backbone", "adapter"
-
-
-@dataclass
-class FoldEmbeddings:
-    """A frozen fold model's outputs. ``features``: space -> (n_train + n_test, d) representation,
-    training spots first then held-out spots (FoldInputs order); ``image_joint``: (n_test, e) held-out
-    image embeddings in the joint space and ``gene_joint``: (n_train, e) training spots' gene-side
-    embeddings (contrastive variants only, else None).
-    """
-
-    variant: str
-    fold: str
-    seed: int
-    features: dict[str, np.ndarray]
-    image_joint: np.ndarray | None
-    gene_joint: np.ndarray | None
-    train_seconds: float
-    fingerprint: str
-    steps: int = 0
-
-    @property
-    def primary_space(self) -> str:
-        """The space that was trained: the adapter's when there is one, else the backbone's."""
-        return ADAPTER if ADAPTER in self.features else BACKBONE
 
 
 def contrastive_training_inputs(

@@ -21,14 +21,14 @@ from tpir_kedro.cohort.label_budget import DEFAULT_LABEL_BUDGET
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
 from tpir_kedro.evaluation.expression_ridge import ALPHA_SCALE, N_COMPONENTS, ridge_expression_score
+from tpir_kedro.evaluation.fold_embeddings import FoldEmbeddings
+from tpir_kedro.evaluation.fold_inputs import FoldInputs
 from tpir_kedro.evaluation.fold_statistics import FOLD as FOLD_COLUMN
 from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.evaluation.probes import PROBE_COLUMNS, evaluate_probes, fit_logistic_probe, majority_rows
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.packaged_model import LinearProbe, PackagedImageModel
-from tpir_kedro.pipelines.contrastive.fold_inputs import FoldInputs
-from tpir_kedro.pipelines.contrastive.nodes import FoldEmbeddings
 
 logger = logging.getLogger(__name__)
 
