@@ -139,3 +139,11 @@ def test_to_dict_carries_what_shapes_the_weights():
         "init": None,
         "use_class_probs": True,
     }
+
+
+def test_the_training_defaults_in_code_are_the_shipped_configuration(project_root):
+    from tpir_kedro.models.training_config import TrainingConfig
+
+    shipped = yaml.safe_load((project_root / "conf" / "base" / "parameters_contrastive.yml").read_text())
+    # Code that builds a TrainingConfig without conf trains exactly what `kedro run` does.
+    assert TrainingConfig().to_dict() == TrainingConfig.from_dict(shipped["contrastive"]).to_dict()

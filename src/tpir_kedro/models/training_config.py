@@ -12,6 +12,16 @@ from typing import Any
 
 REGIMES = ("frozen", "partial", "full")
 BATCH_NORM = ("frozen", "train")
+# The demo's augmentation (conf/base/parameters_contrastive.yml), chosen on the development cohort.
+DEMO_AUGMENT = {
+    "flips": True,
+    "rot90": True,
+    "hed_sigma": 0.1,
+    "hed_shift": 0.04,
+    "brightness": 0.2,
+    "contrast": 0.2,
+    "saturation": 0.2,
+}
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,8 @@ class TrainingConfig:
     num_workers: int = 0
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     eval_batch_size: int = 256
-    augment: dict = field(default_factory=dict)
+    # Training views (and the frozen regime's cached views): PatchAugment's parameters.
+    augment: dict = field(default_factory=lambda: dict(DEMO_AUGMENT))
     progress_bar: bool = True
     log_every_n_steps: int = 5
 
