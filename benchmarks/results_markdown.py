@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tpir_kedro.pipelines.evaluation.nodes import DIFF_PREFIX, EXPRESSION_DIFF_PREFIX
+from tpir_kedro.reporting.results_table import row_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,17 +33,12 @@ def _pm(row, metric: str) -> str:
     return f"{mean:.2f}" if pd.isna(sd) else f"{mean:.2f} ± {sd:.2f}"
 
 
-def _delta(row) -> str:
-    """The row's paired difference: macro-F1 on classification rows, Pearson r on expression rows."""
-    prefix = next(
-        (p for p in (DIFF_PREFIX, EXPRESSION_DIFF_PREFIX) if pd.notna(row.get(f"{p}mean", float("nan")))),
-        None,
-    )
-    if prefix is None:
+def _delta(diff) -> str:
+    """One row of :func:`row_differences`: macro-F1 on classification rows, Pearson r on expression rows."""
+    if diff is None or pd.isna(diff["mean"]):
         return ""
-    mean, low, high = row[f"{prefix}mean"], row.get(f"{prefix}ci_low"), row.get(f"{prefix}ci_high")
-    interval = "" if pd.isna(low) else f" [{low:+.3f}, {high:+.3f}]"
-    return f"{mean:+.3f}{interval} ({int(row[f'{prefix}n_folds_ahead'])}/{int(row[f'{prefix}n_folds'])})"
+    interval = "" if pd.isna(diff["ci_low"]) else f" [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
+    return f"{diff['mean']:+.3f}{interval} ({int(diff['n_folds_ahead'])}/{int(diff['n_folds'])})"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -51,10 +46,12 @@ def markdown_table(summary: pd.DataFrame) -> str:
         "| variant | space | probe | n folds | macro-F1 | accuracy | balanced acc. | Δ vs imagenet [95% CI] (folds ahead): macro-F1, or r for retrieval / ridge | Pearson r top-50 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for _, row in summary.iterrows():
+    diffs = row_differences(summary)
+    for index, row in summary.iterrows():
+        diff = None if diffs is None else diffs.loc[index]
         lines.append(
             f"| {row['variant']} | {row.get('space', '')} | {row['probe']} | {int(row['n_folds'])} | {_pm(row, 'macro_f1')} | {_pm(row, 'accuracy')} "
-            f"| {_pm(row, 'balanced_accuracy')} | {_delta(row)} | {_pm(row, 'pearson_r_top50')} |"
+            f"| {_pm(row, 'balanced_accuracy')} | {_delta(diff)} | {_pm(row, 'pearson_r_top50')} |"
         )
     return "\n".join(lines)
 

@@ -47,7 +47,7 @@ def ahead(n_ahead, n_folds) -> str:
     return "" if pd.isna(n_ahead) or pd.isna(n_folds) else f"{int(n_ahead)}/{int(n_folds)}"
 
 
-def _row_differences(summary: pd.DataFrame) -> pd.DataFrame | None:
+def row_differences(summary: pd.DataFrame) -> pd.DataFrame | None:
     """Each row's paired difference (mean, sd, ci_low, ci_high, n_folds, n_folds_ahead) under the
     first prefix of :data:`DIFF_PREFIXES` it has a value for; None when the summary has none.
     """
@@ -87,7 +87,7 @@ def results_table_figure(results_summary: pd.DataFrame) -> go.Figure:
             cells.append(
                 [mean_sd(m, s) for m, s in zip(results_summary[mean].astype(float), sds.astype(float))]
             )
-    diff = _row_differences(results_summary)
+    diff = row_differences(results_summary)
     if diff is not None:
         header += ["Δ vs imagenet (macro-F1 or r)", "Δ 95% interval", "folds ahead"]
         cells.append([mean_sd(m, s) for m, s in zip(diff["mean"], diff["sd"])])
