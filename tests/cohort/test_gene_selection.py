@@ -38,3 +38,30 @@ def test_gene_qc_and_exclusions(cohort):
         select_genes(cohort, ["A"], min_spot_fraction=1.01)
     with pytest.raises(ValueError, match="no spots of patients"):
         select_genes(cohort, ["Z"])
+
+
+def test_a_near_singular_loess_is_retried_with_a_wider_span_and_other_errors_are_not(
+    cohort, monkeypatch, caplog
+):
+    import scanpy as sc
+
+    real, spans = sc.pp.highly_variable_genes, []
+
+    def flaky(adata, **kwargs):  # what scikit-misc's loess raises on a batch of tied, barely detected genes
+        spans.append(kwargs["span"])
+        if kwargs["span"] < 0.5:
+            raise ValueError("b'There are other near singularities as well. 0.090619'")
+        return real(adata, **kwargs)
+
+    patients = sorted(cohort.obs["patient"].astype(str).unique())
+    monkeypatch.setattr(sc.pp, "highly_variable_genes", flaky)
+    genes = select_genes(cohort, patients, n_top_genes=30)
+    assert spans == [0.3, 0.6] and len(genes) == 30
+    assert "near-singular at span 0.3" in caplog.text
+
+    def broken(adata, **kwargs):
+        raise ValueError("something else")
+
+    monkeypatch.setattr(sc.pp, "highly_variable_genes", broken)
+    with pytest.raises(ValueError, match="something else"):
+        select_genes(cohort, patients, n_top_genes=30)

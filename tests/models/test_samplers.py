@@ -88,3 +88,27 @@ def test_errors():
         PatientMixingSampler(np.zeros(30, int), batch_size=0)
     with pytest.raises(ValueError, match="1-D"):
         PatientMixingSampler(np.zeros((3, 2), int), batch_size=1)
+
+
+def test_single_patient_batches_hold_one_patient_and_cover_each_patients_full_batches(patients):
+    from tpir_kedro.models.samplers import SinglePatientSampler
+
+    sampler = SinglePatientSampler(patients, batch_size=32, seed=1)
+    got = batches(sampler)
+    assert len(got) == int((COUNTS // 32).sum())  # 12 + 7 + 2 + 1 + 0
+    assert all(len(np.unique(patients[b])) == 1 for b in got)
+    assert len(np.unique(got)) == got.size  # no spot twice in an epoch
+    sampler.set_epoch(1)
+    assert not np.array_equal(batches(sampler), got)
+
+
+def test_single_patient_batches_stay_one_patient_across_ranks(patients):
+    from tpir_kedro.models.samplers import SinglePatientSampler
+
+    ranks = [batches(SinglePatientSampler(patients, 16, seed=2, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert ranks[0].shape == ranks[1].shape
+    for a, b in zip(*ranks):  # the gathered global batch is one patient's, and ranks are disjoint
+        assert len(np.unique(patients[np.concatenate([a, b])])) == 1
+        assert not set(a) & set(b)
+    with pytest.raises(ValueError, match="no patient has a global batch"):
+        SinglePatientSampler(patients, batch_size=500)

@@ -109,6 +109,8 @@ def test_an_empty_variant_is_a_contrastive_one_without_gene_input():
             {"objective": "supervised", "gene_input": "log_hvg"},
             r"objective 'supervised' takes no gene_input or loss",
         ),
+        ({**CLIP, "batches": "one_patient"}, r"batches 'one_patient' is not one of"),
+        ({"objective": "none", "batches": "single_patient"}, r"batches only apply to a trained variant"),
     ],
 )
 def test_a_mistake_is_a_value_error_naming_the_variant(spec, message):
@@ -147,3 +149,9 @@ def test_the_training_defaults_in_code_are_the_shipped_configuration(project_roo
     shipped = yaml.safe_load((project_root / "conf" / "base" / "parameters_contrastive.yml").read_text())
     # Code that builds a TrainingConfig without conf trains exactly what `kedro run` does.
     assert TrainingConfig().to_dict() == TrainingConfig.from_dict(shipped["contrastive"]).to_dict()
+
+
+def test_batches_enter_the_weights_fingerprint_only_when_not_mixed():
+    mixed, single = parse_variant("clip", CLIP), parse_variant("clip", {**CLIP, "batches": "single_patient"})
+    assert "batches" not in mixed.to_dict()  # the fingerprints of every existing run stay as they were
+    assert single.to_dict() == {**mixed.to_dict(), "batches": "single_patient"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ from tpir_kedro.evaluation.fold_embeddings import FoldEmbeddings
 from tpir_kedro.evaluation.fold_inputs import FoldInputs
 from tpir_kedro.pipelines.evaluation.nodes import (
     expression_prediction_results,
+    patient_decodability_results,
     probe_results,
     results_summary,
     results_table,
@@ -110,3 +113,33 @@ def test_every_variant_is_scored_under_both_protocols_and_paired_with_imagenet_p
     assert "macro_f1_diff_vs_imagenet_mean" not in summary.columns
     with pytest.raises(ValueError, match="unknown"):
         expression_prediction_results(emb, inputs, {**EVALUATION, "expression_protocols": ["lasso"]})
+
+
+def test_patient_decodability_rows_read_the_training_patients_of_each_model():
+    rng = np.random.default_rng(1)
+    n_train, n_test = 240, 10
+    patients = np.repeat(["A", "C", "D"], 80)
+    labels = np.tile(["invasive cancer", "immune infiltrate", "adipose tissue", "connective tissue"], 60)
+    inputs = dataclasses.replace(
+        _unlabelled_fold(rng, n_train, n_test),
+        train_patients=["A", "C", "D"],
+        train_patient_names=patients,
+        train_patient_codes=np.searchsorted(["A", "C", "D"], patients),
+        train_labels=labels,
+    )
+    tissue = rng.normal(size=(4, 8))[np.unique(labels, return_inverse=True)[1]]
+    offset = 2.0 * rng.normal(size=(3, 8))[np.searchsorted(["A", "C", "D"], patients)]
+    noise = rng.normal(size=(n_train + n_test, 8))
+    held_out = rng.normal(50.0, 1.0, (n_test, 8))  # nothing of the held-out patient may enter
+
+    def emb(name, train):
+        features = np.vstack([train, held_out]) + noise
+        return FoldEmbeddings(name, "holdout_B", 0, {"adapter": features}, None, None, 0.0, name)
+
+    table = patient_decodability_results(
+        {"t": emb("tissue", tissue), "p": emb("patient", tissue + offset)}, {"holdout_B": inputs}
+    )
+    by = table.set_index("variant")
+    assert list(table.columns[:4]) == ["variant", "space", "fold", "seed"] and len(table) == 2
+    assert np.allclose(table["chance"], 1 / 3) and (table["n_spots"] == n_train).all()
+    assert by.loc["tissue", "accuracy"] < 1 / 3 + 0.15 < 0.9 < by.loc["patient", "accuracy"]

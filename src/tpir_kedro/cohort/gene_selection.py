@@ -20,6 +20,33 @@ from tpir_kedro.cohort.schema import COUNTS_LAYER
 logger = logging.getLogger(__name__)
 
 
+# seurat_v3 fits a loess of log variance on log mean per batch. A batch in which many genes are
+# barely detected (a strong patient effect pushes them to a few counts) has many tied points, and
+# the loess at scanpy's span 0.3 can fail as near-singular; a wider span smooths over the ties.
+LOESS_SPANS = (0.3, 0.6, 1.0)
+
+
+def _seurat_v3(work: AnnData, n_top: int, batch_key: str | None, patients: list[str]) -> None:
+    for span in LOESS_SPANS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                sc.pp.highly_variable_genes(
+                    work, n_top_genes=n_top, flavor="seurat_v3", batch_key=batch_key, span=span
+                )
+            return
+        except ValueError as exc:
+            if "singular" not in str(exc) or span == LOESS_SPANS[-1]:
+                raise
+            logger.warning(
+                "highly variable genes of patients %s: seurat_v3's loess is near-singular at span %s (%s); "
+                "retrying with a wider span",
+                ",".join(patients),
+                span,
+                exc,
+            )
+
+
 def select_genes(
     cohort: AnnData,
     patients: Iterable[str],
@@ -48,9 +75,7 @@ def select_genes(
     work.var_names = fit.var_names[passing]
     n_top = min(n_top_genes, work.n_vars)
     use_batch = batch_key if work.obs[batch_key].nunique() > 1 else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)
-        sc.pp.highly_variable_genes(work, n_top_genes=n_top, flavor="seurat_v3", batch_key=use_batch)
+    _seurat_v3(work, n_top, use_batch, patients)
     ranked = work.var[work.var["highly_variable"]]
     order = ["highly_variable_nbatches", "highly_variable_rank"] if use_batch else ["highly_variable_rank"]
     ascending = [False, True] if use_batch else [True]

@@ -1,4 +1,8 @@
-"""A sampler whose every batch mixes all patients in proportion to their spot counts.
+"""Batch samplers of image training: patient-mixed batches (the default), and one patient a batch.
+
+``BATCHES`` maps a variant's ``batches`` parameter to its sampler.
+
+:class:`PatientMixingSampler`: every batch mixes all patients in proportion to their spot counts.
 
 Why: contrastive losses compare the spots of one batch with each other. A batch drawn from one or
 two patients teaches patient identity (the batch effect) rather than tissue type, and a random
@@ -123,3 +127,61 @@ class PatientMixingSampler(Sampler[int]):
             out[j] = rng.permutation(batch)
             used += seats
         return out
+
+
+class SinglePatientSampler(Sampler[int]):
+    """Dataset indices in batches of one patient each: a control with no cross-patient negatives.
+
+    A contrastive loss on such batches can only contrast spots of the same patient, so the patient
+    cue cannot separate a batch's pairs: what the mixing sampler prevents by design, this one rules
+    out entirely (benchmarks/bench_batch_effect.py compares the two).
+
+    Per epoch (seeded by ``seed`` and the epoch): each patient's spots are shuffled and cut into
+    global batches of ``batch_size * num_replicas`` (a patient's remainder sits the epoch out), and
+    the global batches are shuffled. Under DDP rank r takes the r-th slice of each global batch, so
+    the gathered batch is still one patient's. Parameters as :class:`PatientMixingSampler`.
+    """
+
+    def __init__(
+        self,
+        patients,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        mixing = PatientMixingSampler(patients, batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
+        self.batch_size, self.num_replicas, self.rank = mixing.batch_size, mixing.num_replicas, mixing.rank
+        self.seed, self.epoch, self._members = mixing.seed, 0, mixing._members
+        size = self.batch_size * self.num_replicas
+        self.batches_per_rank = sum(len(m) // size for m in self._members)
+        if self.batches_per_rank == 0:
+            raise ValueError(
+                f"no patient has a global batch of spots ({self.batch_size} x {self.num_replicas} replicas); "
+                f"largest has {max(len(m) for m in self._members)}"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.batches_per_rank * self.batch_size
+
+    def __iter__(self) -> Iterator[int]:
+        s = self.rank * self.batch_size
+        mine = self.schedule(self.epoch)[:, s : s + self.batch_size]  # (batches_per_rank, batch_size)
+        return iter(mine.reshape(-1).tolist())
+
+    def schedule(self, epoch: int) -> np.ndarray:
+        """The epoch's global batches, (batches_per_rank, batch_size * num_replicas) int64, one patient each."""
+        rng = np.random.default_rng([self.seed, epoch])
+        size = self.batch_size * self.num_replicas
+        batches = []
+        for members in self._members:
+            spots = rng.permutation(members)
+            batches.extend(spots[: len(spots) // size * size].reshape(-1, size))
+        return np.stack(batches)[rng.permutation(len(batches))]
+
+
+BATCHES = {"mixed": PatientMixingSampler, "single_patient": SinglePatientSampler}

@@ -39,7 +39,7 @@ from tpir_kedro.models.feature_views import ViewSampler, hash_into
 from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder
 from tpir_kedro.models.losses import contrastive_loss
 from tpir_kedro.models.patch_data import SpotPairs, collate_batch
-from tpir_kedro.models.samplers import PatientMixingSampler
+from tpir_kedro.models.samplers import BATCHES
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec
 from tpir_kedro.quiet_logs import quiet_third_party_logs
@@ -179,7 +179,7 @@ def make_trainer(
         devices=config.devices,
         strategy=resolve_strategy(config),
         precision=resolve_precision(config),
-        use_distributed_sampler=False,  # PatientMixingSampler shards by rank itself
+        use_distributed_sampler=False,  # the samplers (models/samplers.py) shard by rank themselves
         logger=CSVLogger(run_dir, name="logs") if run_dir is not None else False,
         callbacks=callbacks,
         enable_checkpointing=run_dir is not None,
@@ -194,11 +194,18 @@ class _SpotPairsData(L.LightningDataModule):
     """Builds the loader inside each process, so the sampler sees that process's DDP rank."""
 
     def __init__(
-        self, data: TrainingData, batch_size: int, num_workers: int, seed: int, with_z: bool, with_probs: bool
+        self,
+        data: TrainingData,
+        batch_size: int,
+        num_workers: int,
+        seed: int,
+        with_z: bool,
+        with_probs: bool,
+        batches: str = "mixed",
     ):
         super().__init__()
         self.data, self.batch_size, self.num_workers, self.seed = data, batch_size, num_workers, seed
-        self.with_z, self.with_probs = with_z, with_probs
+        self.with_z, self.with_probs, self.batches = with_z, with_probs, batches
 
     def train_dataloader(self):
         d = self.data
@@ -212,7 +219,7 @@ class _SpotPairsData(L.LightningDataModule):
             patients=d.patients,
             random_view=np.ndim(d.patches) == 3,  # cached features: the loader draws each spot's view
         )
-        sampler = PatientMixingSampler(d.patients, batch_size=self.batch_size, seed=self.seed)
+        sampler = BATCHES[self.batches](d.patients, batch_size=self.batch_size, seed=self.seed)
         return torch.utils.data.DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -377,6 +384,7 @@ def train_image_model(
         seed,
         with_z=variant.loss == "similarity",
         with_probs=variant.use_class_probs,
+        batches=variant.batches,
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True if resume else None)

@@ -15,7 +15,17 @@ from typing import Any
 OBJECTIVES = ("contrastive", "supervised", "none")
 GENE_INPUTS = ("log_hvg", "scvi", "scanvi")
 VAE_INPUTS = ("scvi", "scanvi")
-_KEYS = {"objective", "gene_input", "loss", "loss_params", "init", "use_class_probs", "description"}
+BATCH_KINDS = ("mixed", "single_patient")  # models/samplers.py BATCHES
+_KEYS = {
+    "objective",
+    "gene_input",
+    "loss",
+    "loss_params",
+    "init",
+    "use_class_probs",
+    "batches",
+    "description",
+}
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,9 @@ class VariantSpec:
     loss_params: dict = field(default_factory=dict)
     init: str | None = None  # None: the shared init; set only by the untrained baselines
     use_class_probs: bool = False  # class_guided: unlabelled spots get scANVI's p_i . p_j targets
+    batches: str = (
+        "mixed"  # mixed: every patient in every batch; single_patient: one patient a batch (a control)
+    )
     description: str = ""
 
     @property
@@ -41,7 +54,7 @@ class VariantSpec:
         return self.objective == "supervised" or (self.loss == "class_guided" and not self.use_class_probs)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "objective": self.objective,
             "gene_input": self.gene_input,
@@ -50,6 +63,11 @@ class VariantSpec:
             "init": self.init,
             "use_class_probs": self.use_class_probs,
         }
+        # Only when it differs: the training fingerprints (and resumable runs) of every mixed-batch
+        # variant stay what they were.
+        if self.batches != "mixed":
+            out["batches"] = self.batches
+        return out
 
 
 def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
@@ -70,8 +88,13 @@ def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
         loss_params=dict(spec.get("loss_params") or {}),
         init=spec.get("init"),
         use_class_probs=bool(spec.get("use_class_probs", False)),
+        batches=str(spec.get("batches", "mixed")),
         description=str(spec.get("description", "")),
     )
+    if variant.batches not in BATCH_KINDS:
+        raise ValueError(f"variant {name!r}: batches {variant.batches!r} is not one of {BATCH_KINDS}")
+    if variant.batches != "mixed" and not variant.trains:
+        raise ValueError(f"variant {name!r}: batches only apply to a trained variant")
     if objective == "contrastive":
         if variant.gene_input not in GENE_INPUTS:
             raise ValueError(

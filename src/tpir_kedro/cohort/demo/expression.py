@@ -8,11 +8,14 @@ Deliberately *not* scVI's generative model in disguise. Besides a per-gene multi
 - section effects within a patient (per-gene multiplier and depth);
 - mixing: a spot's mean is the class-fraction-weighted mix of the tissues under it.
 Patient-shifted class composition comes from the tissue maps.
+
+Every patient effect in expression scales with one dial, :meth:`PatientEffects.scaled` (the demo's
+``batch_strength``): at 0 the patients share one expected expression for the same tissue mix.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,8 +61,28 @@ def cohort_programs(rng: np.random.Generator, cfg: ExpressionConfig, n_classes: 
 class PatientEffects:
     gene: np.ndarray  # (n_genes,) log multiplier
     tumour: np.ndarray  # (n_genes,) log effect in cancer classes only
-    gamma: float  # capture non-linearity exponent
+    log_gamma: float  # log of the capture non-linearity exponent (mean -> mean**gamma)
     library: float  # log depth offset
+
+    @property
+    def gamma(self) -> float:
+        return float(np.exp(self.log_gamma))
+
+    def scaled(self, strength: float) -> PatientEffects:
+        """Every effect times ``strength`` on its log scale: 0 removes the patient, 1 is as drawn.
+
+        Multiplying by 1.0 is exact in floating point, so ``scaled(1.0)`` reproduces the draw bit for bit.
+        """
+        k = float(strength)
+        if k < 0:
+            raise ValueError(f"batch strength must be >= 0, got {strength}")
+        return replace(
+            self,
+            gene=self.gene * k,
+            tumour=self.tumour * k,
+            log_gamma=self.log_gamma * k,
+            library=self.library * k,
+        )
 
 
 def patient_effects(rng: np.random.Generator, cfg: ExpressionConfig) -> PatientEffects:
@@ -69,7 +92,7 @@ def patient_effects(rng: np.random.Generator, cfg: ExpressionConfig) -> PatientE
     return PatientEffects(
         gene=rng.normal(0.0, cfg.patient_gene_sd, cfg.n_genes),
         tumour=tumour,
-        gamma=float(np.exp(rng.normal(0.0, cfg.patient_capture_gamma_sd))),
+        log_gamma=float(rng.normal(0.0, cfg.patient_capture_gamma_sd)),
         library=float(rng.normal(0.0, cfg.patient_library_sd)),
     )
 
@@ -97,11 +120,7 @@ def spot_counts(
     """
     section_gene = rng.normal(0.0, cfg.section_gene_sd, cfg.n_genes)
     section_library = rng.normal(0.0, cfg.section_library_sd)
-    log_class = programs.base + programs.classes + np.outer(cancer_classes, patient.tumour)
-    class_props = _softmax(log_class)  # (n_classes, n_genes)
-    props = fractions @ class_props  # (n_spots, n_genes)
-    props = props**patient.gamma * np.exp(patient.gene + section_gene)
-    props /= props.sum(axis=1, keepdims=True)
+    props = patient_proportions(programs, patient, fractions, cancer_classes, section_gene)
     depth = cfg.mean_library_size * np.exp(
         patient.library + section_library + rng.normal(0.0, cfg.spot_library_sd, len(fractions))
     )
@@ -109,6 +128,27 @@ def spot_counts(
     # NB(mean, theta) as a Gamma-Poisson mixture.
     rate = rng.gamma(programs.theta, mean / programs.theta)
     return rng.poisson(rate)
+
+
+def patient_proportions(
+    programs: ExpressionPrograms,
+    patient: PatientEffects,
+    fractions: np.ndarray,
+    cancer_classes: np.ndarray,
+    section_gene: np.ndarray | None = None,
+) -> np.ndarray:
+    """(n_spots, n_genes) expected expression proportions of a patient's spots (rows sum to 1).
+
+    Shapes as in :func:`spot_counts`; ``section_gene`` (n_genes,) is a section's log multiplier
+    (none: the patient's expectation over its sections' draws, which have mean 0).
+    """
+    if section_gene is None:
+        section_gene = np.zeros(programs.base.shape)
+    log_class = programs.base + programs.classes + np.outer(cancer_classes, patient.tumour)
+    class_props = _softmax(log_class)  # (n_classes, n_genes)
+    props = fractions @ class_props  # (n_spots, n_genes)
+    props = props**patient.gamma * np.exp(patient.gene + section_gene)
+    return props / props.sum(axis=1, keepdims=True)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

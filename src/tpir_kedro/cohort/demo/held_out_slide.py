@@ -69,7 +69,7 @@ def simulate_held_out_slide(config: DemoCohortConfig, index: int = 0) -> SlideFo
     fractions = class_fractions_in_disks(
         classes, centres, config.spot_diameter_um / 2 / config.um_per_px, n_classes
     )
-    h_od, e_od = patient_stain(rng, config.stain_vector_sd, config.stain_intensity_sd)
+    h_od, e_od = patient_stain(rng, *config.patient_stain_sds())
     image = render_he(
         rng, classes, tissue, config.um_per_px, section_style(rng, h_od, e_od, config.scanner_blur_max_px)
     )

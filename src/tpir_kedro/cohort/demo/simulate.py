@@ -2,10 +2,16 @@
 
 Returns the HER2ST layout in memory (:class:`Her2stLayout`); writing it to disk and reading it back
 through the real reader is the catalog's job, so the demo exercises the same code as real data.
+
+Two dials make the batch effect an experiment (benchmarks/bench_batch_effect.py): ``batch_strength``
+k multiplies every patient effect in expression, ``stain_strength`` s the per-patient stain spread.
+For one seed the tissue maps, spots and labels do not depend on either, and the images do not depend
+on k: both dials rescale draws rather than change what is drawn (see :func:`_section_counts`).
 """
 
 from __future__ import annotations
 
+import copy
 import string
 from dataclasses import dataclass, field, fields
 
@@ -41,6 +47,8 @@ class DemoCohortConfig:
     stain_vector_sd: float = 0.06
     stain_intensity_sd: float = 0.12
     scanner_blur_max_px: float = 0.8
+    batch_strength: float = 1.0  # k: every patient effect in expression x k (0: none)
+    stain_strength: float = 1.0  # s: per-patient stain spread x s
     expression: ExpressionConfig = field(default_factory=ExpressionConfig)
 
     @classmethod
@@ -54,7 +62,14 @@ class DemoCohortConfig:
             params["expression"] = ExpressionConfig(**params["expression"])
         if "grid" in params:
             params["grid"] = tuple(params["grid"])
+        for dial in ("batch_strength", "stain_strength"):
+            if float(params.get(dial, 1.0)) < 0:
+                raise ValueError(f"demo_cohort.{dial} must be >= 0, got {params[dial]}")
         return cls(**params)
+
+    def patient_stain_sds(self) -> tuple[float, float]:
+        """Stain vector and intensity sds of a patient, after ``stain_strength``."""
+        return self.stain_vector_sd * self.stain_strength, self.stain_intensity_sd * self.stain_strength
 
 
 def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
@@ -72,7 +87,7 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
         log_prior = base_composition + rng.normal(0.0, config.composition_sd, n_classes)
         patient_fields = smooth_fields(rng, n_classes, coarse, config.region_scale_spots)
         effects = patient_effects(rng, config.expression)
-        h_od, e_od = patient_stain(rng, config.stain_vector_sd, config.stain_intensity_sd)
+        h_od, e_od = patient_stain(rng, *config.patient_stain_sds())
         for s in range(config.sections_per_patient):
             name = f"{patient}{s + 1}"
             index = p * config.sections_per_patient + s
@@ -86,7 +101,7 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
             fractions = class_fractions_in_disks(
                 classes, centres, config.spot_diameter_um / 2 / config.um_per_px, n_classes
             )
-            counts = spot_counts(rng, config.expression, programs, effects, fractions, _CANCER)
+            counts = _section_counts(rng, config, programs, effects, fractions)
             ids = [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"])]
             keep_genes = np.sort(
                 rng.choice(len(genes), len(genes) - config.genes_missing_per_section, replace=False)
@@ -117,6 +132,26 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
                 image_name=f"HE_{name}.jpg",
             )
     return layout
+
+
+def _section_counts(rng, config: DemoCohortConfig, programs, effects, fractions: np.ndarray) -> np.ndarray:
+    """(n_spots, n_genes) counts of one section at the cohort's ``batch_strength``.
+
+    Gamma and Poisson sampling consume a number of random draws that depends on the means, so
+    sampling at another strength from the cohort's stream would change every later draw (the next
+    sections' tissue, spots, labels and images). The stream therefore always advances by the counts
+    at strength 1 (the default cohort, bit for bit), and any other strength samples its counts from a
+    copy of the stream as it stood before. Different k then share the section effects, the spot
+    depths and the Gamma step's draws (which depend on the shape only): k moves the means, and only
+    the Poisson step's noise differs.
+    """
+    before = copy.deepcopy(rng) if config.batch_strength != 1.0 else None
+    counts = spot_counts(rng, config.expression, programs, effects, fractions, _CANCER)
+    if before is not None:
+        counts = spot_counts(
+            before, config.expression, programs, effects.scaled(config.batch_strength), fractions, _CANCER
+        )
+    return counts
 
 
 # Cohort-wide log class composition before each patient's shift (TISSUE_CLASSES order).

@@ -4,7 +4,8 @@ Per variant x representation space x held-out patient x seed: frozen representat
 standardised (training patients) -> L2 logistic probe (C by inner leave-one-patient-out) and cosine
 kNN, trained on the training patients' classified spots, scored on the held-out patient; expression
 prediction (Pearson r over the fold's top genes) by BLEEP's retrieval and by HEST's ridge, for every
-variant alike; a majority row; the summary over folds (seeds averaged within a fold first) with
+variant alike; a majority row; how well each representation gives away the training patients
+(class-balanced, the batch-effect mechanism check); the summary over folds (seeds averaged within a fold first) with
 paired per-fold differences against ``imagenet``.
 """
 
@@ -26,6 +27,7 @@ from tpir_kedro.evaluation.fold_inputs import FoldInputs
 from tpir_kedro.evaluation.fold_statistics import FOLD as FOLD_COLUMN
 from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
+from tpir_kedro.evaluation.patient_decodability import patient_decodability
 from tpir_kedro.evaluation.probes import PROBE_COLUMNS, evaluate_probes, fit_logistic_probe, majority_rows
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.packaged_model import LinearProbe, PackagedImageModel
@@ -132,6 +134,38 @@ def probe_results(
         )
     )
     return metrics, confusion
+
+
+DECODABILITY_COLUMNS = [
+    "variant",
+    "space",
+    "fold",
+    "seed",
+    "accuracy",
+    "chance",
+    "n_spots",
+    "n_patients",
+    "n_classes",
+]
+
+
+def patient_decodability_results(
+    fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_inputs: dict[str, FoldInputs]
+) -> pd.DataFrame:
+    """Per variant x space x fold x seed: cross-validated accuracy of decoding the patient from the
+    representation of the fold's training patients' classified spots, classes balanced across
+    patients (chance 1 / n_training_patients). The held-out patient never enters.
+    """
+    rows = []
+    for emb in fold_image_embeddings.values():
+        inputs = contrastive_inputs[emb.fold]
+        n_train = len(inputs.train_labels)
+        for space, features in emb.features.items():
+            score = patient_decodability(
+                features[:n_train], inputs.train_labels, inputs.train_patient_names, seed=emb.seed
+            )
+            rows.append({"variant": emb.variant, "space": space, "fold": emb.fold, "seed": emb.seed, **score})
+    return pd.DataFrame(rows, columns=DECODABILITY_COLUMNS)
 
 
 def expression_prediction_results(

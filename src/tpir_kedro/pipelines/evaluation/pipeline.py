@@ -19,6 +19,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="score_expression_prediction",
             ),
             node(
+                nodes.patient_decodability_results,
+                ["fold_image_embeddings", "contrastive_inputs"],
+                "patient_decodability",
+                name="score_patient_decodability",
+            ),
+            node(
                 nodes.results_table,
                 ["probe_metrics", "expression_prediction", "run_info"],
                 "results",

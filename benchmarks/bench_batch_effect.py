@@ -1,0 +1,515 @@
+"""Benchmark: a controlled batch-effect experiment -- when does a batch-agnostic gene encoder help?
+
+    .venv/bin/python benchmarks/bench_batch_effect.py [--quick] [--out DIR] [--work DIR]
+    .venv/bin/python benchmarks/bench_batch_effect.py --render   # figures from the committed CSVs
+
+The demo simulator's dials (``demo_cohort.batch_strength`` k: every patient effect in expression x k;
+``stain_strength`` s: the per-patient stain spread x s) make the mechanism of the claim a variable.
+Every cell of the grid k in {0, 1, 3} x s in {1, 3} is a 6-patient demo (seed 0) run through the
+project's own ``demo_cohort`` and ``train`` pipelines (KedroSession, scratch project under --work,
+one per s, so cells of one s share the feature cache and the runs that do not depend on k), with
+every patient held out once and three image-training seeds (the gene encoders use gene_vae.seed 0;
+seeds are averaged within a fold, n = 6 held-out patients). ``--quick``: k in {0, 3}, s = 3, two
+folds, one seed (a smoke run, not a result).
+
+Arms: ``clip``, ``scvi_infonce``, ``scanvi_similarity``, ``bleep``, ``supervised``, ``imagenet`` and
+``clip_single_patient`` (CLIP with one patient per batch: no cross-patient negatives). The
+**oracle** (CLIP against the same spots' k = 0 expression: perfect correction) needs no run of its
+own: for one s the cells' images, spots and labels are identical across k (tests/cohort/
+test_demo_dials.py), so CLIP of the k = 0 cell *is* CLIP trained on these spots' uncorrected-free
+expression; its fold scores are paired with every k of that s. Trained arms are read in their
+adapter space, imagenet in its backbone space, every arm with the same logistic and kNN probes.
+
+Readouts per cell: held-out macro-F1 (logistic, kNN); the mechanism check -- how well the patient
+can be decoded from the trained image embeddings of the training patients (class-balanced CV,
+chance 1/5; evaluation/patient_decodability.py); the gene side's silhouette by patient (the
+pipeline's scorecard: ``pca`` is the uncorrected expression CLIP's MLP sees, ``scvi``, ``scanvi``);
+Δ(k) = F1(scvi_infonce) - F1(clip), paired per fold, 95% t interval, folds ahead.
+
+Pre-registered reading (written before the first full run; reported whatever comes out; logistic
+probe, macro-F1):
+
+- Positive control, per s: ``supervised`` (adapter) beats ``imagenet`` (backbone) by a mean paired
+  macro-F1 >= +0.05 with >= 4 of 6 folds ahead at k = 1. Without it no reading is made for that s.
+- *Supported* if, at s = 3: Δ rises with k (Δ(0) <= Δ(1) <= Δ(3) and Δ(3) - Δ(0) >= 0.02); Δ(3) has
+  >= 5 of 6 folds ahead; |Δ(0)| <= 0.02; CLIP's patient decodability rises with k (dec(3) - dec(0)
+  >= 0.10) but scvi_infonce's does not (its rise < 0.05); and the oracle ≈ scvi_infonce at k = 3
+  (paired interval of F1(oracle) - F1(scvi_infonce) contains 0 and |mean| <= 0.03).
+- *Falsified for this simulator* if CLIP visibly encodes the patient (its decodability rise >= 0.10
+  at s = 3) but Δ(3) <= 0.01 or its interval spans 0.
+- *Inconclusive* if CLIP never encodes the patient (rise < 0.10 at every s): the dial to turn
+  further is then named (k beyond 3, or a confounded patient effect along the class markers), and
+  the grid is not re-run until it "works" without saying so.
+- Anything else is *mixed*: the criteria that held and those that did not are listed.
+
+Writes to --out (default benchmarks/results/batch_effect_demo; --quick: batch_effect_quick):
+cells/<cell>/ (each cell's results, patient decodability, gene scorecard, training runs; a finished
+cell is not re-run), grid.csv (cell x arm x probe), deltas.csv (paired comparisons per cell),
+reading.json (the verdict and every criterion), figures.json and figures.html (plotly; the HTML is
+self-contained, not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+KS, SEEDS = (0.0, 1.0, 3.0), (0, 1, 2)
+SS = (3.0, 1.0)  # the pre-registered reading is at s = 3: its column runs first
+QUICK_KS, QUICK_SS, QUICK_FOLDS = (0.0, 3.0), (3.0,), ["A", "B"]
+N_PATIENTS = 6
+ARMS = ["clip", "scvi_infonce", "scanvi_similarity", "bleep", "supervised", "imagenet", "clip_single_patient"]
+ORACLE = "oracle"
+SINGLE = {
+    "clip_single_patient": {
+        "description": "CLIP with one patient per batch (no cross-patient negatives): a control",
+        "gene_input": "log_hvg",
+        "loss": "infonce",
+        "loss_params": {"temperature": 0.07},
+        "batches": "single_patient",
+    }
+}
+CELL_TABLES = ("results", "patient_decodability", "gene_embedding_scorecard", "training_runs")
+PROBE = "logistic"  # the pre-registered probe
+# Thresholds of the pre-registered reading (module docstring).
+CONTROL_MARGIN, CONTROL_AHEAD = 0.05, 4
+RISE, FLAT, ZERO_BAND, MONOTONE_GAP, ORACLE_BAND, AHEAD_AT_3, FALSIFY_MAX = (
+    0.10,
+    0.05,
+    0.02,
+    0.02,
+    0.03,
+    5,
+    0.01,
+)
+
+
+def cell_name(k: float, s: float) -> str:
+    return f"k{k:g}_s{s:g}"
+
+
+def _scratch_project(work: Path) -> Path:
+    """A copy of the project's configuration and metadata; its data/ is the benchmark's own."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, work / name)
+    shutil.rmtree(work / "conf", ignore_errors=True)
+    shutil.copytree(ROOT / "conf", work / "conf", ignore=shutil.ignore_patterns("local"))
+    (work / "conf" / "local").mkdir(exist_ok=True)
+    (work / "src").mkdir(exist_ok=True)
+    return work
+
+
+def cell_params(k: float, s: float, seeds, folds) -> dict:
+    return {
+        "demo_cohort": {"n_patients": N_PATIENTS, "batch_strength": float(k), "stain_strength": float(s)},
+        "folds": {"held_out_patients": folds},
+        # Spot QC would make k choose the spots (a strong patient effect concentrates a spot's counts
+        # on fewer genes, below min_genes): only empty spots go, so every k scores the same spots.
+        "spot_qc": {"min_counts": 1, "min_genes": 1},
+        # Expression prediction is not a readout here: retrieval only (ridge costs a PCA per model).
+        "evaluation": {
+            "seeds": list(seeds),
+            "final_models": False,
+            "variants": ARMS,
+            "expression_protocols": ["retrieval"],
+        },
+        "variants": SINGLE,
+        "gene_vae": {"seed": 0},
+        "gene_scorecard": {"seed": 0},
+        "contrastive": {"progress_bar": False},
+    }
+
+
+def run_cell(project: Path, k: float, s: float, seeds, folds, out: Path) -> dict:
+    """The cell's demo cohort and ``train`` run; its tables under ``out`` (written last: a cell with
+    its ``cell.json`` is complete).
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    params = cell_params(k, s, seeds, folds)
+    start = time.perf_counter()
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=["demo_cohort"])
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(pipeline_names=["train"])
+        catalog = session.load_context().catalog
+        tables = {name: catalog.load(name) for name in CELL_TABLES}
+        manifest = catalog.load("run_manifest")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    info = {
+        "k": k,
+        "s": s,
+        "seeds": list(seeds),
+        "folds": folds,
+        "run_id": manifest["run_id"],
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "stages": manifest["wall_seconds"]["stages"],
+    }
+    (out / "cell.json").write_text(json.dumps(info, indent=1))
+    return info
+
+
+# --- reading the cells ---------------------------------------------------------------------------
+
+
+def _read_cell(folder: Path) -> dict:
+    return {name: pd.read_csv(folder / f"{name}.csv") for name in CELL_TABLES} | {
+        "info": json.loads((folder / "cell.json").read_text())
+    }
+
+
+def _arm_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """Classification rows of every arm in its own space (adapter when trained, imagenet's backbone)."""
+    # Expression rows carry their protocol (retrieval, ridge) as the probe.
+    rows = results[results["probe"].isin(["logistic", "knn"]) & results["variant"].isin(ARMS)]
+    own = np.where(rows["variant"] == "imagenet", "backbone", "adapter")
+    return rows[rows["space"] == own]
+
+
+def fold_scores(cells: dict) -> pd.DataFrame:
+    """Per cell x arm x probe x held-out patient: macro-F1 averaged over seeds, plus the oracle."""
+    from tpir_kedro.evaluation.fold_statistics import fold_means
+
+    frames = []
+    for (k, s), cell in cells.items():
+        means = fold_means(_arm_rows(cell["results"]), ["variant", "probe"], ["macro_f1"])
+        frames.append(means.assign(k=k, s=s))
+    scores = pd.concat(frames, ignore_index=True)
+    oracle = scores[(scores["variant"] == "clip") & (scores["k"] == 0.0)]
+    for k in sorted(scores["k"].unique()):
+        frames.append(oracle.assign(k=k, variant=ORACLE))
+    return pd.concat(frames, ignore_index=True)
+
+
+def decodability(cells: dict) -> pd.DataFrame:
+    """Per cell x arm: patient decodability of its own space, mean over folds and seeds (and its sd over folds)."""
+    rows = []
+    for (k, s), cell in cells.items():
+        d = cell["patient_decodability"]
+        d = d[d["variant"].isin(ARMS)]
+        d = d[d["space"] == np.where(d["variant"] == "imagenet", "backbone", "adapter")]
+        per_fold = d.groupby(["variant", "fold"])["accuracy"].mean().groupby("variant")
+        for variant, values in per_fold:
+            chance = float(d.loc[d["variant"] == variant, "chance"].mean())
+            rows.append(
+                {
+                    "k": k,
+                    "s": s,
+                    "variant": variant,
+                    "patient_decodability": values.mean(),
+                    "patient_decodability_sd": values.std(ddof=1),
+                    "chance": chance,
+                }
+            )
+    table = pd.DataFrame(rows)
+    oracle = table[(table["variant"] == "clip") & (table["k"] == 0.0)]
+    extra = [oracle.assign(k=k, variant=ORACLE) for k in sorted(table["k"].unique())]
+    return pd.concat([table, *extra], ignore_index=True)
+
+
+def gene_silhouettes(cells: dict) -> pd.DataFrame:
+    rows = []
+    for (k, s), cell in cells.items():
+        card = cell["gene_embedding_scorecard"].set_index("embedding")
+        for embedding in ("pca", "scvi", "scanvi"):
+            if embedding in card.index:
+                rows.append(
+                    {
+                        "k": k,
+                        "s": s,
+                        "embedding": embedding,
+                        "silhouette_patient": card.loc[embedding, "silhouette_patient"],
+                        "silhouette_class": card.loc[embedding, "silhouette_class"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def grid_table(scores: pd.DataFrame, dec: pd.DataFrame) -> pd.DataFrame:
+    """Cell x arm x probe: mean macro-F1 over folds (sd, n), with the arm's patient decodability."""
+    grouped = scores.groupby(["s", "k", "variant", "probe"])["macro_f1"]
+    grid = grouped.agg(macro_f1_mean="mean", macro_f1_sd="std", n_folds="count").reset_index()
+    return grid.merge(dec, on=["s", "k", "variant"], how="left")
+
+
+COMPARISONS = [
+    ("delta", "scvi_infonce", "clip"),  # Δ(k), the pre-registered quantity
+    ("scanvi_similarity_vs_clip", "scanvi_similarity", "clip"),
+    ("oracle_vs_clip", ORACLE, "clip"),
+    ("oracle_vs_scvi_infonce", ORACLE, "scvi_infonce"),
+    ("single_patient_vs_clip", "clip_single_patient", "clip"),
+    ("supervised_vs_imagenet", "supervised", "imagenet"),  # the positive control
+]
+
+
+def deltas(scores: pd.DataFrame) -> pd.DataFrame:
+    """Paired per-fold differences of each comparison per cell and probe (fold_statistics' rule)."""
+    from tpir_kedro.evaluation.fold_statistics import FOLD, paired_difference
+
+    rows = []
+    for (s, k, probe), cell in scores.groupby(["s", "k", "probe"]):
+        by = cell.set_index(["variant", FOLD])["macro_f1"]
+        for name, a, b in COMPARISONS:
+            if a in by.index.get_level_values(0) and b in by.index.get_level_values(0):
+                stats = paired_difference(by.loc[a], by.loc[b])
+                rows.append({"s": s, "k": k, "probe": probe, "comparison": name, "a": a, "b": b, **stats})
+    return pd.DataFrame(rows)
+
+
+def _get(table: pd.DataFrame, **where) -> pd.Series | None:
+    mask = np.ones(len(table), bool)
+    for key, value in where.items():
+        mask &= table[key].to_numpy() == value
+    return table[mask].iloc[0] if mask.any() else None
+
+
+def same_spots_across_k(cells: dict) -> dict:
+    """Per s: do all its cells train and score every fold on the same number of spots (the design)?"""
+    sizes = {}
+    for (k, s), cell in cells.items():
+        r = cell["results"]
+        r = r[(r["variant"] == "imagenet") & (r["probe"] == PROBE)]
+        sizes.setdefault(s, {})[k] = sorted(zip(r["held_out_patient"], r["n_train"], r["n_test"]))
+    return {f"s{s:g}": len({tuple(v) for v in by_k.values()}) == 1 for s, by_k in sizes.items()}
+
+
+def reading(diffs: pd.DataFrame, dec: pd.DataFrame, n_folds: int) -> dict:
+    """The pre-registered verdict (module docstring), with every criterion and its numbers."""
+    d = diffs[diffs["probe"] == PROBE]
+    out = {"probe": PROBE, "n_folds": n_folds, "positive_control": {}, "criteria": {}}
+    for s in sorted(d["s"].unique()):
+        k_ref = 1.0 if (d["k"] == 1.0).any() else float(d["k"].max())
+        row = _get(d, s=s, k=k_ref, comparison="supervised_vs_imagenet")
+        passed = (
+            row is not None
+            and row["mean_difference"] >= CONTROL_MARGIN
+            and row["n_folds_ahead"] >= min(CONTROL_AHEAD, n_folds)
+        )
+        out["positive_control"][f"s{s:g}"] = {
+            "k": k_ref,
+            "mean": None if row is None else round(float(row["mean_difference"]), 4),
+            "folds_ahead": None if row is None else int(row["n_folds_ahead"]),
+            "passed": bool(passed),
+        }
+
+    def rise(variant, s):
+        a, b = _get(dec, variant=variant, s=s, k=0.0), _get(dec, variant=variant, s=s, k=3.0)
+        return (
+            None if a is None or b is None else float(b["patient_decodability"] - a["patient_decodability"])
+        )
+
+    s = 3.0
+    delta = {k: _get(d, s=s, k=k, comparison="delta") for k in KS}
+    oracle = _get(d, s=s, k=3.0, comparison="oracle_vs_scvi_infonce")
+    clip_rises = {f"s{x:g}": rise("clip", x) for x in sorted(dec["s"].unique())}
+    c = out["criteria"]
+    c["clip_decodability_rise"] = clip_rises
+    c["scvi_decodability_rise_s3"] = rise("scvi_infonce", s)
+    c["delta_by_k_s3"] = {
+        f"k{k:g}": None if r is None else round(float(r["mean_difference"]), 4) for k, r in delta.items()
+    }
+    have = all(delta[k] is not None for k in KS)
+    if have:
+        m = {k: float(delta[k]["mean_difference"]) for k in KS}
+        c["delta_rises_with_k"] = m[0.0] <= m[1.0] <= m[3.0] and m[3.0] - m[0.0] >= MONOTONE_GAP
+        c["delta3_folds_ahead"] = f"{int(delta[3.0]['n_folds_ahead'])}/{int(delta[3.0]['n_folds'])}"
+        c["delta3_enough_folds_ahead"] = int(delta[3.0]["n_folds_ahead"]) >= min(AHEAD_AT_3, n_folds)
+        c["delta0_near_zero"] = abs(m[0.0]) <= ZERO_BAND
+        c["delta3_interval"] = [round(float(delta[3.0]["ci_low"]), 4), round(float(delta[3.0]["ci_high"]), 4)]
+    r3, rs = clip_rises.get("s3"), c["scvi_decodability_rise_s3"]
+    c["clip_encodes_patient_s3"] = r3 is not None and r3 >= RISE
+    c["scvi_does_not"] = rs is not None and rs < FLAT
+    if oracle is not None:
+        c["oracle_vs_scvi_k3"] = {
+            "mean": round(float(oracle["mean_difference"]), 4),
+            "ci": [round(float(oracle["ci_low"]), 4), round(float(oracle["ci_high"]), 4)],
+        }
+        c["oracle_matches_scvi"] = bool(
+            oracle["ci_low"] <= 0 <= oracle["ci_high"] and abs(oracle["mean_difference"]) <= ORACLE_BAND
+        )
+    control = out["positive_control"].get("s3", {}).get("passed", False)
+    supported_keys = [
+        "delta_rises_with_k",
+        "delta3_enough_folds_ahead",
+        "delta0_near_zero",
+        "clip_encodes_patient_s3",
+        "scvi_does_not",
+        "oracle_matches_scvi",
+    ]
+    if not control:
+        verdict = "no positive control at s = 3: no reading"
+    elif not any(r is not None and r >= RISE for r in clip_rises.values()):
+        verdict = (
+            "inconclusive: CLIP never encodes the patient; turn batch_strength beyond 3, or make part of the "
+            "patient effect lie along the class markers (a confounded mode)"
+        )
+    elif (
+        c["clip_encodes_patient_s3"]
+        and delta[3.0] is not None
+        and (float(delta[3.0]["mean_difference"]) <= FALSIFY_MAX or float(delta[3.0]["ci_low"]) <= 0)
+    ):
+        verdict = "falsified for this simulator"
+    elif have and all(bool(c.get(key)) for key in supported_keys):
+        verdict = "supported"
+    else:
+        verdict = "mixed"
+    c["held"] = [key for key in supported_keys if bool(c.get(key))]
+    c["did_not_hold"] = [key for key in supported_keys if not bool(c.get(key))]
+    out["verdict"] = verdict
+    return out
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def figures(diffs: pd.DataFrame, dec: pd.DataFrame):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    d = diffs[(diffs["probe"] == PROBE) & (diffs["comparison"] == "delta")].sort_values("k")
+    delta = go.Figure()
+    for s, rows in d.groupby("s"):
+        delta.add_trace(
+            go.Scatter(
+                x=rows["k"],
+                y=rows["mean_difference"],
+                mode="lines+markers",
+                name=f"stain strength s = {s:g}",
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": rows["ci_high"] - rows["mean_difference"],
+                    "arrayminus": rows["mean_difference"] - rows["ci_low"],
+                },
+            )
+        )
+    delta.add_hline(y=0, line_dash="dot")
+    delta.update_layout(
+        title="Δ(k) = macro-F1(scvi_infonce) − macro-F1(clip), paired per held-out patient, 95% t interval "
+        "(simulated demo)",
+        xaxis_title="batch strength k",
+        yaxis_title="Δ macro-F1 (logistic probe)",
+    )
+    ss = sorted(dec["s"].unique())
+    decod = make_subplots(rows=1, cols=len(ss), subplot_titles=[f"s = {s:g}" for s in ss], shared_yaxes=True)
+    for col, s in enumerate(ss, start=1):
+        for variant, rows in dec[dec["s"] == s].sort_values("k").groupby("variant"):
+            decod.add_trace(
+                go.Scatter(
+                    x=rows["k"],
+                    y=rows["patient_decodability"],
+                    mode="lines+markers",
+                    name=variant,
+                    legendgroup=variant,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        chance = float(dec.loc[dec["s"] == s, "chance"].mean())
+        decod.add_hline(y=chance, line_dash="dot", row=1, col=col)
+    decod.update_layout(
+        title="Patient decodability of the image embeddings (training patients, class-balanced; dotted: chance) "
+        "(simulated demo)",
+        yaxis_title="accuracy decoding the patient",
+    )
+    decod.update_xaxes(title_text="batch strength k")
+    return {"delta_by_k": delta, "decodability_by_k": decod}
+
+
+def write_figures(out: Path, figs: dict) -> None:
+    (out / "figures.json").write_text(json.dumps({name: json.loads(f.to_json()) for name, f in figs.items()}))
+    parts = [
+        f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs.values())
+    ]  # plotly.js once, inline: the page works offline
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Batch-effect experiment (simulated)</title>"
+        "</head><body><h1>Batch-effect experiment (simulated demo)</h1>"
+        "<p>benchmarks/bench_batch_effect.py; numbers in grid.csv, deltas.csv, reading.json.</p>"
+        + "".join(parts)
+        + "</body></html>"
+    )
+    tmp = out / "figures.html.tmp"
+    tmp.write_text(page)
+    tmp.replace(out / "figures.html")
+
+
+def summarise(out: Path, n_folds: int) -> dict:
+    cells = {}
+    for folder in sorted((out / "cells").glob("k*_s*")):
+        if (folder / "cell.json").is_file():
+            cell = _read_cell(folder)
+            cells[(float(cell["info"]["k"]), float(cell["info"]["s"]))] = cell
+    if not cells:
+        raise SystemExit(f"no finished cell under {out / 'cells'}")
+    scores = fold_scores(cells)
+    dec = decodability(cells)
+    diffs = deltas(scores)
+    grid_table(scores, dec).to_csv(out / "grid.csv", index=False)
+    diffs.to_csv(out / "deltas.csv", index=False)
+    gene_silhouettes(cells).to_csv(out / "gene_silhouettes.csv", index=False)
+    verdict = reading(diffs, dec, n_folds)
+    verdict["same_spots_across_k"] = same_spots_across_k(cells)
+    verdict["cells"] = {cell_name(k, s): c["info"] for (k, s), c in sorted(cells.items())}
+    (out / "reading.json").write_text(json.dumps(verdict, indent=1, default=str))
+    write_figures(out, figures(diffs, dec))
+    return verdict
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="k in {0, 3}, s = 3, 2 folds, 1 seed (smoke run)"
+    )
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--work", type=Path, help="scratch projects (default: <out>_work)")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only re-read the finished cells and rewrite the tables and figures",
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+    name = "batch_effect_quick" if args.quick else "batch_effect_demo"
+    out = (args.out or ROOT / "benchmarks" / "results" / name).resolve()
+    work = (args.work or out.parent / f"{out.name}_work").resolve()
+    ks, ss, seeds, folds = (
+        (QUICK_KS, QUICK_SS, SEEDS[:1], QUICK_FOLDS) if args.quick else (KS, SS, SEEDS, None)
+    )
+    n_folds = len(folds) if folds else N_PATIENTS
+    if not args.render:
+        start = time.perf_counter()
+        for s in ss:
+            project = _scratch_project(work / f"s{s:g}")
+            for k in ks:
+                folder = out / "cells" / cell_name(k, s)
+                if (folder / "cell.json").is_file():
+                    print(f"{cell_name(k, s)}: done before, kept", flush=True)
+                    continue
+                info = run_cell(project, k, s, seeds, folds, folder)
+                print(json.dumps(info), flush=True)
+                summarise(out, n_folds)  # after every cell: an interrupted grid leaves what it finished
+        print(f"grid: {time.perf_counter() - start:.0f} s", flush=True)
+    verdict = summarise(out, n_folds)
+    print(json.dumps({key: verdict[key] for key in ("verdict", "positive_control", "criteria")}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
