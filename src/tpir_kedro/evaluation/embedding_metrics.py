@@ -6,8 +6,7 @@
   training patients' classified spots labels the held-out patient's classified spots.
   :func:`majority_transfer` is its floor; :func:`summarise_transfer` and
   :func:`paired_fold_differences` turn per-fold tables into report numbers.
-- :func:`classification_metrics`: the project's one definition of accuracy, macro-F1 and balanced
-  accuracy of a held-out patient (over the classes it has), shared with the probes.
+- Held-out patients are scored by :mod:`~tpir_kedro.evaluation.held_out_scores`, as the probes are.
 
 Only the six tissue classes count as labels ('undetermined' and 'unlabelled' spots are never
 scored for class); a tissue class missing from a held-out patient is normal, never an error.
@@ -24,29 +23,24 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import (
     adjusted_rand_score,
-    f1_score,
     normalized_mutual_info_score,
-    recall_score,
     silhouette_score,
 )
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from tpir_kedro.cohort.schema import TISSUE_CLASSES, is_classified
+from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.evaluation.fold_statistics import paired_difference
 from tpir_kedro.evaluation.folds import train_patients
+from tpir_kedro.evaluation.held_out_scores import (
+    SCORE_COLUMNS,
+    held_out_scores,
+    majority_class,
+    unscored_reason,
+)
 
 logger = logging.getLogger(__name__)
 
-TRANSFER_COLUMNS: tuple[str, ...] = (
-    "fold",
-    "held_out_patient",
-    "n_train",
-    "n_test",
-    "accuracy",
-    "macro_f1",
-    "balanced_accuracy",
-    "classes_absent",
-)
+TRANSFER_COLUMNS: tuple[str, ...] = ("fold", *SCORE_COLUMNS)
 # The kNN transfer geometry: Euclidean, as every silhouette and scib metric here, so transfer and
 # mixing scores read the same space; a plain majority vote, so a few near-duplicate training spots
 # (serial sections of one patient) cannot outvote the rest of the neighbourhood.
@@ -223,41 +217,6 @@ def _fold_spots(obs: pd.DataFrame, folds: pd.DataFrame, fold: str) -> tuple[str,
     return held_out[0], train, test
 
 
-def classes_absent(y_true) -> str:
-    """The tissue classes missing from (n,) ``y_true``, ';'-joined in ``TISSUE_CLASSES`` order ('' when none)."""
-    seen = set(np.asarray(y_true, dtype=object).astype(str))
-    return ";".join(c for c in TISSUE_CLASSES if c not in seen)
-
-
-def classification_metrics(y_true, y_pred) -> dict[str, float]:
-    """Accuracy, macro-F1 and balanced accuracy of (n,) ``y_pred`` against (n,) ``y_true``.
-
-    Macro-F1 and balanced accuracy (mean recall) average over the tissue classes *present in*
-    ``y_true`` only: an absent class has no recall to score. A spot predicted as an absent class
-    still counts as a miss (lower recall) of its true class. Accuracy is over all n spots.
-
-    Returns ``accuracy``, ``macro_f1``, ``balanced_accuracy``; all NaN when ``y_true`` is empty,
-    macro-F1 and balanced accuracy NaN when it holds no tissue class.
-    """
-    y_true = np.asarray(y_true, dtype=object).astype(str)
-    y_pred = np.asarray(y_pred, dtype=object).astype(str)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1:
-        raise ValueError(
-            f"y_true and y_pred must be (n,) arrays of one length; got {y_true.shape} and {y_pred.shape}"
-        )
-    out = {"accuracy": np.nan, "macro_f1": np.nan, "balanced_accuracy": np.nan}
-    if len(y_true) == 0:
-        return out
-    out["accuracy"] = float(np.mean(y_pred == y_true))
-    present = [c for c in TISSUE_CLASSES if c in set(y_true)]
-    if present:
-        out["macro_f1"] = float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
-        out["balanced_accuracy"] = float(
-            recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
-        )
-    return out
-
-
 def _fold_row(
     fold: str,
     held_out: str,
@@ -266,25 +225,11 @@ def _fold_row(
     predict: Callable[[], np.ndarray] | None,
 ) -> dict:
     """One per-fold row; ``predict()`` gives the test predictions (called only when both sides have spots)."""
-    row = {
-        "fold": fold,
-        "held_out_patient": held_out,
-        "n_train": int(len(y_train)),
-        "n_test": int(len(y_test)),
-        "accuracy": np.nan,
-        "macro_f1": np.nan,
-        "balanced_accuracy": np.nan,
-        "classes_absent": classes_absent(y_test),
-    }
-    if len(y_test) == 0 or len(y_train) == 0 or predict is None:
-        logger.warning(
-            "fold %s: no classified spot in the %s; metrics are NaN",
-            fold,
-            "held-out patient" if len(y_test) == 0 else "training patients",
-        )
-        return row
-    row.update(classification_metrics(y_test, predict()))
-    return row
+    y_pred = predict() if len(y_test) and len(y_train) and predict is not None else None
+    why = unscored_reason(y_train, y_test, y_pred)
+    if why:
+        logger.warning("fold %s: %s; metrics are NaN", fold, why)
+    return {"fold": fold, **held_out_scores(held_out, y_train, y_test, y_pred)}
 
 
 def _fold_order(folds: pd.DataFrame) -> list[str]:
@@ -347,8 +292,7 @@ def majority_transfer(obs: pd.DataFrame, folds: pd.DataFrame) -> pd.DataFrame:
     for fold in _fold_order(folds):
         held_out, train, test = _fold_spots(obs, folds, fold)
         y_train = labels[train]
-        counts = {c: int((y_train == c).sum()) for c in TISSUE_CLASSES}
-        majority = max(TISSUE_CLASSES, key=lambda c: counts[c])  # max keeps the first of equal counts
+        majority = majority_class(y_train)
         rows.append(
             _fold_row(
                 fold, held_out, y_train, labels[test], lambda n=int(test.sum()), m=majority: np.full(n, m)

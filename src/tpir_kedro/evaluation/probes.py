@@ -12,8 +12,8 @@ Standardisation lives inside each fitted probe, so it is always fitted on exactl
 probe is fitted on: the training patients for the outer fit, the inner training patients for each
 inner split. Neither P's labels nor P's features reach any fit.
 
-Metrics are :func:`tpir_kedro.evaluation.embedding_metrics.classification_metrics` (macro-F1 and
-balanced accuracy over the classes present in P); a class absent from P is logged, never an error.
+Scores are :mod:`tpir_kedro.evaluation.held_out_scores`' (macro-F1 and balanced accuracy over the
+classes present in P), as the gene side's; a class absent from P is logged, never an error.
 """
 
 from __future__ import annotations
@@ -33,23 +33,20 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 
 from tpir_kedro.cohort.schema import TISSUE_CLASSES, is_classified
-from tpir_kedro.evaluation.embedding_metrics import classes_absent, classification_metrics
+from tpir_kedro.evaluation.held_out_scores import (
+    SCORE_COLUMNS,
+    classes_absent,
+    classification_metrics,
+    held_out_scores,
+    majority_class,
+    unscored_reason,
+)
 
 logger = logging.getLogger(__name__)
 
 PROBES: tuple[str, ...] = ("logistic", "knn")
 MAJORITY = "majority"
-PROBE_COLUMNS: tuple[str, ...] = (
-    "probe",
-    "held_out_patient",
-    "n_train",
-    "n_test",
-    "accuracy",
-    "macro_f1",
-    "balanced_accuracy",
-    "classes_absent",
-    "chosen_C",
-)
+PROBE_COLUMNS: tuple[str, ...] = ("probe", *SCORE_COLUMNS, "chosen_C")
 CONFUSION_COLUMNS: tuple[str, ...] = ("probe", "held_out_patient", "true", "predicted", "count")
 DEFAULT_CS: tuple[float, ...] = (0.001, 0.01, 0.1, 1.0, 10.0)
 # sklearn's default C; used when the inner leave-one-patient-out cannot choose one.
@@ -391,30 +388,10 @@ def _probe_row(
     chosen_C: float,
 ) -> dict:
     """One row of ``PROBE_COLUMNS``; NaN metrics (logged) when there is nothing to score."""
-    row = {
-        "probe": probe,
-        "held_out_patient": str(held_out),
-        "n_train": int(len(y_train)),
-        "n_test": int(len(y_test)),
-        "accuracy": np.nan,
-        "macro_f1": np.nan,
-        "balanced_accuracy": np.nan,
-        "classes_absent": classes_absent(y_test),
-        "chosen_C": float(chosen_C),
-    }
-    if len(y_test) == 0 or y_pred is None:
-        if len(y_test) == 0:
-            why = "no classified spot in the held-out patient"
-        else:
-            why = (
-                "no classified spot in the training patients"
-                if len(y_train) == 0
-                else "the probe could not be fitted"
-            )
+    why = unscored_reason(y_train, y_test, y_pred)
+    if why:
         logger.warning("held out %s: %s metrics are NaN: %s", held_out, probe, why)
-        return row
-    row.update(classification_metrics(y_test, y_pred))
-    return row
+    return {"probe": probe, **held_out_scores(held_out, y_train, y_test, y_pred), "chosen_C": float(chosen_C)}
 
 
 def confusion_long(probe: str, held_out: str, y_true: np.ndarray, y_pred: np.ndarray) -> pd.DataFrame:
@@ -505,13 +482,6 @@ def evaluate_probes(
         pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(CONFUSION_COLUMNS))
     )
     return rows, confusion
-
-
-def majority_class(y_train: np.ndarray) -> str:
-    """The most frequent tissue class of (n,) ``y_train`` (ties: the first in ``TISSUE_CLASSES``)."""
-    y_train = np.asarray(y_train, dtype=object).astype(str)
-    counts = {c: int((y_train == c).sum()) for c in TISSUE_CLASSES}
-    return max(TISSUE_CLASSES, key=lambda c: counts[c])  # max keeps the first of equal counts
 
 
 def majority_rows(labels: np.ndarray, patients: np.ndarray, held_out_patient: str) -> list[dict]:

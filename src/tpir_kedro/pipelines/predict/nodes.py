@@ -17,7 +17,7 @@ from tpir_kedro.cohort.errors import CohortInputError
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.cohort.slide_image import image_size
 from tpir_kedro.cohort.whole_slide import whole_slide_um_per_px
-from tpir_kedro.evaluation.embedding_metrics import classes_absent, classification_metrics
+from tpir_kedro.evaluation.held_out_scores import classes_absent, classification_metrics
 from tpir_kedro.imaging.patch_geometry import patch_side_px
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.imaging.slide_source import SlideSource, check_spots_inside
