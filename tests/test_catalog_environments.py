@@ -1,0 +1,49 @@
+"""Each environment's outputs live apart (``env_folder`` in every catalog path), with no copied entries."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+
+@pytest.fixture(scope="module")
+def catalogs(project_root):
+    bootstrap_project(project_root)
+    out = {}
+    for env in ("base_run", "her2st"):
+        with KedroSession.create(
+            project_path=project_root, env=None if env == "base_run" else env
+        ) as session:
+            out[env] = session.load_context().config_loader["catalog"]
+    return out
+
+
+def _paths(catalog):
+    return {
+        name: entry.get("filepath", entry.get("path"))
+        for name, entry in catalog.items()
+        if isinstance(entry, dict) and isinstance(entry.get("filepath", entry.get("path")), str)
+    }
+
+
+def test_every_output_of_her2st_sits_in_its_own_folder_and_the_demo_s_does_not(catalogs):
+    demo, real = _paths(catalogs["base_run"]), _paths(catalogs["her2st"])
+    outputs = [n for n, p in demo.items() if re.match(r"data/0[2-8]_", p)]
+    assert len(outputs) > 30
+    for name in outputs:
+        layer = demo[name].split("/")[1]
+        assert demo[name].startswith(f"data/{layer}/") and "/her2st/" not in demo[name], name
+        assert real[name] == demo[name].replace(f"data/{layer}/", f"data/{layer}/her2st/", 1), name
+
+
+def test_the_her2st_catalogs_hold_only_what_differs(project_root):
+    entries = [
+        name
+        for path in sorted((project_root / "conf" / "her2st").glob("catalog*.yml"))
+        for name in (yaml.safe_load(path.read_text()) or {})
+    ]
+    assert sorted(entries) == ["predict_slide", "raw_cohort"]
