@@ -119,13 +119,9 @@ def cell_params(k: float, s: float, seeds, folds) -> dict:
         # Spot QC would make k choose the spots (a strong patient effect concentrates a spot's counts
         # on fewer genes, below min_genes): only empty spots go, so every k scores the same spots.
         "spot_qc": {"min_counts": 1, "min_genes": 1},
+        "image_runs": {"seeds": list(seeds), "final_models": False, "variants": ARMS},
         # Expression prediction is not a readout here: retrieval only (ridge costs a PCA per model).
-        "evaluation": {
-            "seeds": list(seeds),
-            "final_models": False,
-            "variants": ARMS,
-            "expression_protocols": ["retrieval"],
-        },
+        "evaluation": {"expression_protocols": ["retrieval"]},
         "variants": SINGLE,
         "gene_vae": {"seed": 0},
         "gene_scorecard": {"seed": 0},

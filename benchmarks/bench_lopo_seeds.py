@@ -171,7 +171,7 @@ def main() -> None:
         params = _merge(
             {
                 "folds": {"held_out_patients": None},
-                "evaluation": {"seeds": [seed], "final_models": False},
+                "image_runs": {"seeds": [seed], "final_models": False},
                 "gene_vae": {"seed": seed},
                 "gene_scorecard": {"seed": seed},
                 "contrastive": {"progress_bar": False},

@@ -261,7 +261,7 @@ def main() -> None:
             params = _merge(
                 {
                     "contrastive": {"progress_bar": False},
-                    "evaluation": {"seeds": [seed]},
+                    "image_runs": {"seeds": [seed]},
                     "gene_vae": {"seed": seed},
                     "gene_scorecard": {"seed": seed},
                 },

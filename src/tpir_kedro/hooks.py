@@ -192,7 +192,7 @@ class RunManifestHooks:
             "git": git_state(Path(run_params.get("project_path") or ".")),
             **{k: v for k, v in self._run.items() if k not in ("run_id", "parameters")},
             "parameters": params,
-            "seeds": (params.get("evaluation") or {}).get("seeds"),
+            "seeds": (params.get("image_runs") or {}).get("seeds"),
             "dataset_versions": versions,
             "packages": package_versions(),
             "device": device_info(),

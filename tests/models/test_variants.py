@@ -39,12 +39,39 @@ def test_every_shipped_variant_parses_in_file_order(shipped):
         assert not by_name["class_guided"].needs_labels and by_name["class_guided"].use_class_probs
 
 
-def test_the_shipped_evaluation_selection_parses(project_root, shipped):
-    evaluation = yaml.safe_load((project_root / "conf" / "base" / "parameters_evaluation.yml").read_text())[
-        "evaluation"
-    ]
-    specs = parse_variants(shipped, evaluation.get("variants"))
-    assert specs
+def test_the_shipped_run_selection_parses_and_its_defaults_are_the_code_s(project_root, shipped):
+    from tpir_kedro.models.image_runs import ImageRuns
+
+    params = yaml.safe_load((project_root / "conf" / "base" / "parameters_contrastive.yml").read_text())
+    runs = ImageRuns.from_dict(params["image_runs"])
+    assert runs == ImageRuns()  # the dataclass defaults are the shipped configuration
+    assert parse_variants(shipped, runs.variants)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"seed": [0]}, r"unknown key\(s\) \['seed'\]"),
+        ({"seeds": 0}, "non-empty list of integers"),
+        ({"seeds": []}, "non-empty list of integers"),
+        ({"seeds": ["a"]}, "non-empty list of integers"),
+        ({"variants": "clip"}, "list of variant names or null"),
+        ({"final_models": "no"}, "true or false"),
+    ],
+)
+def test_image_runs_mistakes_are_named(params, message):
+    from tpir_kedro.models.image_runs import ImageRuns
+
+    with pytest.raises(ValueError, match=message):
+        ImageRuns.from_dict(params)
+
+
+def test_an_evaluation_block_with_the_old_run_switches_says_where_they_went():
+    from tpir_kedro.models.image_runs import check_evaluation_parameters
+
+    check_evaluation_parameters({"probes": ["logistic"]})
+    with pytest.raises(ValueError, match=r"evaluation.seeds: these moved to image_runs"):
+        check_evaluation_parameters({"seeds": [0, 1]})
 
 
 def test_selected_variants_come_in_the_selected_order(shipped):

@@ -242,7 +242,9 @@ def test_the_all_patient_fold_trains_on_everyone_and_tests_nothing(cohort, store
 
 def test_the_node_builds_every_fold_and_the_all_patient_one(cohort, store, folds, fold_genes):
     encoders = stub_encoders(fold_genes)
-    inputs = contrastive_training_inputs(cohort, folds, fold_genes, encoders, store, {"n_top_genes": N_TOP})
+    inputs = contrastive_training_inputs(
+        cohort, folds, fold_genes, encoders, store, {"n_top_genes": N_TOP}, {}
+    )
     assert list(inputs) == [fold_key(p) for p in ("A", "B", "C")] + [ALL_PATIENTS]
     for fold, f in inputs.items():
         assert f.fold == fold
@@ -255,7 +257,8 @@ def test_the_node_builds_every_fold_and_the_all_patient_one(cohort, store, folds
         fold_genes,
         stub_encoders(fold_genes),
         store,
-        {"n_top_genes": N_TOP, "final_models": False},
+        {"n_top_genes": N_TOP},
+        {"final_models": False},
     )
 
 
@@ -317,4 +320,5 @@ def test_a_patch_store_with_extra_rows_is_an_error_naming_it(cohort, store):
             {},
             store,
             {"n_top_genes": N_TOP},
+            {},
         )

@@ -48,7 +48,8 @@ VARIANTS = {
     "supervised": {"objective": "supervised"},
     "imagenet": {"objective": "none", "init": "imagenet"},
 }
-EVALUATION = {"probes": ["logistic"], "probe_Cs": [0.1, 1.0], "knn_k": 5, "seeds": [0]}
+EVALUATION = {"probes": ["logistic"], "probe_Cs": [0.1, 1.0], "knn_k": 5}
+RUNS = {"seeds": [0]}
 PREDICT = {"batch_size": 64, "device": "cpu", "max_image_pixels": 10**9}
 
 
@@ -132,11 +133,11 @@ def test_predict_on_a_held_out_patient_reproduces_the_fold_evaluation(tmp_path):
     checkpoints = tmp_path / "checkpoints"
 
     # The fold's evaluation, as the train pipeline runs it.
-    embeddings, _ = fold_image_embeddings(inputs, store, checkpoints, CONTRASTIVE, VARIANTS, EVALUATION)
+    embeddings, _ = fold_image_embeddings(inputs, store, checkpoints, CONTRASTIVE, VARIANTS, RUNS)
     _, confusion = probe_results(embeddings, inputs, EVALUATION)
 
     # The same model packaged as a final model, saved and loaded the way predict loads it.
-    finals = final_image_models(inputs, store, checkpoints, CONTRASTIVE, VARIANTS, EVALUATION)
+    finals = final_image_models(inputs, store, checkpoints, CONTRASTIVE, VARIANTS, RUNS)
     packaged = packaged_image_models(
         finals, inputs, store, pd.DataFrame(columns=["variant"]), EVALUATION, VARIANTS, {"run_id": "t"}
     )

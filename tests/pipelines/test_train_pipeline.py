@@ -202,8 +202,7 @@ def test_trained_encoders_beat_the_random_init_encoder_on_the_held_out_patient(
     extra = {
         "demo_cohort": {**tiny_train_params["demo_cohort"], "seed": 0, "grid": [12, 12]},
         "contrastive": {**tiny_train_params["contrastive"], "init": "imagenet"},
-        "evaluation": {
-            **tiny_train_params["evaluation"],
+        "image_runs": {
             "variants": ["random", "scanvi_infonce", "class_guided", "supervised"],
             "final_models": False,
         },

@@ -34,6 +34,6 @@ class PackagedModelFolders:
             raise KeyError(
                 f"no trained image model for variant {variant!r} in {self.root}; available: {available or 'none'}. "
                 f"Pick one with `--params predict.variant=<name>`, or train it: {TRAIN_HINT} "
-                "(`evaluation.variants` lists the variants that are trained)"
+                "(`image_runs.variants` lists the variants that are trained)"
             )
         return PackagedImageModel.load(self.root / variant)

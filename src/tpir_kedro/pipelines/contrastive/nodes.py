@@ -24,6 +24,7 @@ from tpir_kedro.evaluation.fold_embeddings import ADAPTER, BACKBONE, FoldEmbeddi
 from tpir_kedro.evaluation.fold_inputs import FoldInputs, build_fold_inputs, check_patch_store
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.imaging.patch_store import PatchStore
+from tpir_kedro.models.image_runs import ImageRuns, check_evaluation_parameters
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec, parse_variants
 
@@ -45,11 +46,13 @@ def contrastive_training_inputs(
     gene_encoders: dict,
     patch_store: PatchStore,
     evaluation: dict,
+    image_runs: dict,
 ) -> dict[str, FoldInputs]:
     """Every evaluated fold's inputs, plus ``all`` (every patient) for the final models."""
+    check_evaluation_parameters(evaluation)
     check_patch_store(cohort, patch_store)
     folds = list(pd.unique(patient_folds["fold"]))
-    if evaluation.get("final_models", True):
+    if ImageRuns.from_dict(image_runs).final_models:
         folds.append(ALL_PATIENTS)
     inputs = {}
     for fold in folds:
@@ -265,14 +268,14 @@ def fold_image_embeddings(
     checkpoint_root: Path,
     contrastive: dict,
     variants: dict,
-    evaluation: dict,
+    image_runs: dict,
 ) -> tuple[dict[str, FoldEmbeddings], pd.DataFrame]:
     """Train every variant on every evaluated fold and seed; return their representations and losses."""
-    config = TrainingConfig.from_dict(contrastive)
-    specs = parse_variants(variants, evaluation.get("variants"))
+    config, runs = TrainingConfig.from_dict(contrastive), ImageRuns.from_dict(image_runs)
+    specs = parse_variants(variants, runs.variants)
     out, history = {}, []
     folds = {fold: inputs for fold, inputs in contrastive_inputs.items() if fold != ALL_PATIENTS}
-    for seed in evaluation.get("seeds", [0]):
+    for seed in runs.seeds:
         views = (
             feature_views(config, patch_store, checkpoint_root, int(seed))
             if folds and any(v.trains for v in specs)
@@ -296,18 +299,18 @@ def final_image_models(
     checkpoint_root: Path,
     contrastive: dict,
     variants: dict,
-    evaluation: dict,
+    image_runs: dict,
 ) -> dict[str, dict]:
     """Each variant trained on every patient (first seed): the models users keep, with their
     training patients' features for the final probe.
     """
     if ALL_PATIENTS not in contrastive_inputs:
-        logger.info("evaluation.final_models is false: no all-patient models")
+        logger.info("image_runs.final_models is false: no all-patient models")
         return {}
-    config = TrainingConfig.from_dict(contrastive)
+    config, runs = TrainingConfig.from_dict(contrastive), ImageRuns.from_dict(image_runs)
     inputs = contrastive_inputs[ALL_PATIENTS]
-    seed = int(evaluation.get("seeds", [0])[0])
-    specs = _trainable(parse_variants(variants, evaluation.get("variants")), inputs)
+    seed = runs.seeds[0]
+    specs = _trainable(parse_variants(variants, runs.variants), inputs)
     views = (
         feature_views(config, patch_store, checkpoint_root, seed) if any(v.trains for v in specs) else None
     )

@@ -2,7 +2,7 @@ from kedro.pipeline import Pipeline, node
 
 from tpir_kedro.pipelines.contrastive import nodes
 
-TRAINING = ["patch_store", "checkpoint_root", "params:contrastive", "params:variants", "params:evaluation"]
+TRAINING = ["patch_store", "checkpoint_root", "params:contrastive", "params:variants", "params:image_runs"]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -17,6 +17,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "gene_encoders",
                     "patch_store",
                     "params:evaluation",
+                    "params:image_runs",
                 ],
                 "contrastive_inputs",
                 name="assemble_fold_inputs",
