@@ -36,20 +36,10 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 
-class PatientMixingSampler(Sampler[int]):
-    """Dataset indices in patient-mixed batches, reshuffled per epoch, sharded over DDP ranks.
+class _PatientBatches(Sampler[int]):
+    """What both samplers share: the checked arguments, each patient's positions, epoch reseeding.
 
-    Parameters
-    ----------
-    patients
-        (n,) patient code (any hashable numpy dtype) of each dataset position.
-    batch_size
-        per-rank batch size; must equal the DataLoader's.
-    seed
-        base seed; epoch e uses the stream (seed, e).
-    num_replicas, rank
-        DDP world size and this process's rank; default from
-        ``torch.distributed`` when it is initialised, else 1 and 0.
+    A subclass sets ``batches_per_rank`` and yields from its ``schedule``.
     """
 
     def __init__(
@@ -81,11 +71,6 @@ class PatientMixingSampler(Sampler[int]):
         _, codes = np.unique(patients, return_inverse=True)
         self._members = [np.flatnonzero(codes == p) for p in range(codes.max() + 1)]  # per patient (n_p,)
         self.n = len(patients)
-        self.batches_per_rank = self.n // (self.batch_size * self.num_replicas)
-        if self.batches_per_rank == 0:
-            raise ValueError(
-                f"{self.n} spots are fewer than one global batch ({self.batch_size} x {self.num_replicas} replicas)"
-            )
 
     def set_epoch(self, epoch: int) -> None:
         """Reseed for ``epoch`` (call before iterating; Lightning does)."""
@@ -93,6 +78,31 @@ class PatientMixingSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.batches_per_rank * self.batch_size
+
+
+class PatientMixingSampler(_PatientBatches):
+    """Dataset indices in patient-mixed batches, reshuffled per epoch, sharded over DDP ranks.
+
+    Parameters
+    ----------
+    patients
+        (n,) patient code (any hashable numpy dtype) of each dataset position.
+    batch_size
+        per-rank batch size; must equal the DataLoader's.
+    seed
+        base seed; epoch e uses the stream (seed, e).
+    num_replicas, rank
+        DDP world size and this process's rank; default from
+        ``torch.distributed`` when it is initialised, else 1 and 0.
+    """
+
+    def __init__(self, patients, batch_size: int, **kwargs) -> None:
+        super().__init__(patients, batch_size, **kwargs)
+        self.batches_per_rank = self.n // (self.batch_size * self.num_replicas)
+        if self.batches_per_rank == 0:
+            raise ValueError(
+                f"{self.n} spots are fewer than one global batch ({self.batch_size} x {self.num_replicas} replicas)"
+            )
 
     def __iter__(self) -> Iterator[int]:
         mine = self.schedule(self.epoch)[self.rank :: self.num_replicas]  # (batches_per_rank, batch_size)
@@ -129,7 +139,7 @@ class PatientMixingSampler(Sampler[int]):
         return out
 
 
-class SinglePatientSampler(Sampler[int]):
+class SinglePatientSampler(_PatientBatches):
     """Dataset indices in batches of one patient each: a control with no cross-patient negatives.
 
     A contrastive loss on such batches can only contrast spots of the same patient, so the patient
@@ -142,18 +152,8 @@ class SinglePatientSampler(Sampler[int]):
     the gathered batch is still one patient's. Parameters as :class:`PatientMixingSampler`.
     """
 
-    def __init__(
-        self,
-        patients,
-        batch_size: int,
-        *,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-    ) -> None:
-        mixing = PatientMixingSampler(patients, batch_size, seed=seed, num_replicas=num_replicas, rank=rank)
-        self.batch_size, self.num_replicas, self.rank = mixing.batch_size, mixing.num_replicas, mixing.rank
-        self.seed, self.epoch, self._members = mixing.seed, 0, mixing._members
+    def __init__(self, patients, batch_size: int, **kwargs) -> None:
+        super().__init__(patients, batch_size, **kwargs)
         size = self.batch_size * self.num_replicas
         self.batches_per_rank = sum(len(m) // size for m in self._members)
         if self.batches_per_rank == 0:
@@ -161,12 +161,6 @@ class SinglePatientSampler(Sampler[int]):
                 f"no patient has a global batch of spots ({self.batch_size} x {self.num_replicas} replicas); "
                 f"largest has {max(len(m) for m in self._members)}"
             )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.batches_per_rank * self.batch_size
 
     def __iter__(self) -> Iterator[int]:
         s = self.rank * self.batch_size
