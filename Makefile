@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -c constraints.txt -e ".[test,wsi]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test,wsi,cluster]"
 	$(BIN)/python -m pip check
 	touch $@
 

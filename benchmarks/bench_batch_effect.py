@@ -55,6 +55,7 @@ import argparse
 import json
 import os
 import shutil
+import string
 import sys
 import time
 from pathlib import Path
@@ -115,7 +116,8 @@ def _scratch_project(work: Path) -> Path:
 def cell_params(k: float, s: float, seeds, folds) -> dict:
     return {
         "demo_cohort": {"n_patients": N_PATIENTS, "batch_strength": float(k), "stain_strength": float(s)},
-        "folds": {"held_out_patients": folds},
+        # The grid's cells are declared from this list, so full LOPO lists every patient.
+        "folds": {"held_out_patients": list(folds or string.ascii_uppercase[:N_PATIENTS])},
         # Spot QC would make k choose the spots (a strong patient effect concentrates a spot's counts
         # on fewer genes, below min_genes): only empty spots go, so every k scores the same spots.
         "spot_qc": {"min_counts": 1, "min_genes": 1},

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import string
 import sys
 import time
 from pathlib import Path
@@ -58,6 +59,19 @@ def _scratch_project(work: Path) -> Path:
     if demo.exists() and not (raw / "demo_her2st").exists():
         (raw / "demo_her2st").symlink_to(demo)  # read in place, never copied
     return work
+
+
+def _every_patient(work: Path, env: str | None, extra: dict) -> list[str] | None:
+    """Full LOPO: the grid's cells are declared from a list of patients. An environment lists its
+    own (conf/her2st: A-H); the demo's patients are its first n_patients letters.
+    """
+    if env is not None:
+        return None
+    from kedro.config import OmegaConfigLoader
+
+    demo = OmegaConfigLoader(str(work / "conf"), base_env="base", default_run_env="local")["parameters"]
+    n = {**demo.get("demo_cohort", {}), **(extra.get("demo_cohort") or {})}["n_patients"]
+    return list(string.ascii_uppercase[: int(n)])
 
 
 def _merge(params: dict, extra: dict) -> dict:
@@ -167,10 +181,11 @@ def main() -> None:
     bootstrap_project(work)
     results, runs, timings = [], [], []
     start = time.perf_counter()
+    patients = _every_patient(work, args.env, extra)
     for seed in args.seeds:
         params = _merge(
             {
-                "folds": {"held_out_patients": None},
+                **({"folds": {"held_out_patients": patients}} if patients else {}),
                 "image_runs": {"seeds": [seed], "final_models": False},
                 "gene_vae": {"seed": seed},
                 "gene_scorecard": {"seed": seed},

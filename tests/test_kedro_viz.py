@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from kedro.framework.session import KedroSession
 
 from tpir_kedro.pipeline_registry import register_pipelines
 
@@ -98,15 +99,29 @@ def viz(trained_demo_project):
         log.close()
 
 
-def test_viz_lists_every_pipeline_and_node(viz):
-    registered = register_pipelines()
+# A grid cell's fold inputs, model and embeddings pass in memory (undeclared, so that ParallelRunner
+# shares them between processes): viz shows them without a layer.
+IN_MEMORY = {"fold_inputs", "image_model", "embeddings", "final_model", "final_image_models"}
+
+
+def test_viz_lists_every_pipeline_and_node_and_groups_the_grid_cells_by_namespace(viz, trained_demo_project):
+    with KedroSession.create(project_path=trained_demo_project) as session:
+        session.load_context()  # the grid of the project's parameters (tpir_kedro.grid_hooks)
+        registered = register_pipelines()
     main = _get(f"{viz}/api/main")
     assert {p["id"] for p in main["pipelines"]} == set(registered)
     for name, pipeline in registered.items():
         graph = _get(f"{viz}/api/pipelines/{name}")
-        assert {n["name"] for n in graph["nodes"] if n["type"] == "task"} == {
+        assert {n.get("full_name") or n["name"] for n in graph["nodes"] if n["type"] == "task"} == {
             n.name for n in pipeline.nodes
         }, name
+    # Each grid cell is one modular pipeline in viz, holding that cell's nodes only.
+    contrastive = _get(f"{viz}/api/pipelines/contrastive")
+    cells = {n.namespace for n in registered["contrastive"].nodes if n.namespace}
+    assert {"clip__B__seed0", "clip__final", "majority__B"} <= cells <= set(contrastive["modular_pipelines"])
+    for n in contrastive["nodes"]:
+        if n["type"] == "task" and "." in (n.get("full_name") or ""):
+            assert n["modular_pipelines"] == [n["full_name"].split(".")[0]], n
     # Every dataset of `train` sits on a layer, and the layers run in data-flow order.
     train = _get(f"{viz}/api/pipelines/train")
     # viz drops the layers altogether when they form a cycle: the full list proves there is none.
@@ -114,7 +129,10 @@ def test_viz_lists_every_pipeline_and_node(viz):
     unlayered = [
         n["name"]
         for n in train["nodes"]
-        if n["type"] == "data" and not n.get("layer") and n["name"] != "run_info"
+        if n["type"] == "data"
+        and not n.get("layer")
+        and n["name"] != "run_info"
+        and n["name"].rsplit(".", 1)[-1] not in IN_MEMORY
     ]
     assert not unlayered, unlayered
     assert {"data_engineering", "gene_vae", "contrastive", "evaluation", "reporting"} <= {

@@ -28,7 +28,8 @@ NOISE = [
 def test_the_demo_run_shows_kedro_progress_and_none_of_the_third_party_noise(trained_demo_project):
     log = (trained_demo_project / "kedro_run_train.log").read_text()
     assert (
-        "Running node: train_fold_image_models" in log and "Pipeline execution completed successfully" in log
+        "Running node: train_image_model: cell_image_model([clip__B__seed0.fold_inputs" in log
+        and "Pipeline execution completed successfully" in log
     )
     assert "trained in" in log  # our own per-run line: what trained, for how many steps
     found = {s: log.count(s) for s in NOISE if s in log}

@@ -1,4 +1,6 @@
-"""A new folder that appears whole or not at all, and never replaces one that exists."""
+"""A new folder that appears whole or not at all, and never replaces one that exists; a lock for
+processes that would write the same one.
+"""
 
 from __future__ import annotations
 
@@ -28,3 +30,25 @@ def new_folder_atomically(root: str | Path, what: str = "it") -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+@contextmanager
+def exclusive_lock(lock_path: str | Path) -> Iterator[None]:
+    """Holds an advisory lock on ``lock_path`` between processes on one machine (POSIX ``flock``).
+
+    Where ``flock`` is unavailable (Windows) it does not lock: two processes may then both build
+    the same folder, and :func:`new_folder_atomically` lets only one of them land.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

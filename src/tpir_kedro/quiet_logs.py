@@ -36,6 +36,11 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         UserWarning,
         "scVI on a small fold logs less often than every epoch; the losses are still recorded",
     ),
+    (
+        r"One or more dataset names contain '\.' characters",
+        UserWarning,
+        "the grid's gatherers read each cell's tables by their namespaced names (<cell>.probe_metrics): by design",
+    ),
 )
 
 # Lightning's INFO lines, per run: the accelerator summary (our own log line says what trained where),

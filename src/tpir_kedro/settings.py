@@ -27,6 +27,11 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
+from tpir_kedro.grid_hooks import GridHooks  # noqa: E402
 from tpir_kedro.hooks import RunManifestHooks, ShortInputErrors  # noqa: E402
+from tpir_kedro.parallel_workers import ParallelWorkers, pin_worker_gpu  # noqa: E402
 
-HOOKS = (RunManifestHooks(), ShortInputErrors())
+# A ParallelRunner worker imports these settings first: pin its GPU before any node touches CUDA.
+pin_worker_gpu()
+
+HOOKS = (GridHooks(), RunManifestHooks(), ShortInputErrors(), ParallelWorkers())

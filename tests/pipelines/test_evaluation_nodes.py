@@ -1,4 +1,5 @@
-"""Evaluation nodes on a fold without any labelled patch (the real HER2ST image sections)."""
+"""A cell's scores and the evaluation nodes: a fold without any labelled patch (the real HER2ST image
+sections), both expression protocols, the patient-decodability check."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import pytest
 
 from tpir_kedro.evaluation.fold_embeddings import FoldEmbeddings
 from tpir_kedro.evaluation.fold_inputs import FoldInputs
-from tpir_kedro.pipelines.evaluation.nodes import (
-    expression_prediction_results,
-    patient_decodability_results,
-    probe_results,
-    results_summary,
-    results_table,
+from tpir_kedro.pipelines.contrastive.nodes import (
+    cell_expression_prediction,
+    cell_patient_decodability,
+    cell_probe_metrics,
+    stacked_tables,
 )
+from tpir_kedro.pipelines.evaluation.nodes import results_summary, results_table
 
 EVALUATION = {"probes": ["logistic", "knn"], "probe_Cs": [0.1, 1.0], "knn_k": 3, "expression_k": 3}
 
@@ -46,18 +47,16 @@ def _unlabelled_fold(rng, n_train=12, n_test=6, k=4) -> FoldInputs:
 
 def test_a_fold_without_labels_gives_expression_rows_only_and_csv_safe_tables(tmp_path):
     rng = np.random.default_rng(0)
-    inputs = {"holdout_B": _unlabelled_fold(rng)}
-    emb = {
-        "imagenet/holdout_B/0": FoldEmbeddings(
-            "imagenet", "holdout_B", 0, {"backbone": rng.random((18, 8))}, None, None, 0.0, "untrained"
-        )
-    }
-    metrics, confusion = probe_results(emb, inputs, EVALUATION)
+    inputs = _unlabelled_fold(rng)
+    emb = FoldEmbeddings(
+        "imagenet", "holdout_B", 0, {"backbone": rng.random((18, 8))}, None, None, 0.0, "untrained"
+    )
+    metrics, confusion = cell_probe_metrics(emb, inputs, EVALUATION)
     assert metrics.empty and "macro_f1" in metrics.columns and confusion.empty
     path = tmp_path / "probe_metrics.csv"
     metrics.to_csv(path, index=False)
     reloaded = pd.read_csv(path)  # an empty table still has its header
-    expression = expression_prediction_results(emb, inputs, EVALUATION)
+    expression = cell_expression_prediction(emb, inputs, EVALUATION)
     assert list(expression["protocol"]) == ["retrieval", "ridge"]
     assert list(expression["space"]) == ["backbone", "backbone"]
     assert np.isfinite(expression["pearson_r_top50"]).all()
@@ -92,7 +91,12 @@ def test_every_variant_is_scored_under_both_protocols_and_paired_with_imagenet_p
             {"backbone": rng.normal(size=(18, 8)), "adapter": expression + 0.01 * rng.normal(size=(18, k))},
             joint=(expression[n_train:], fold_inputs.train_top_expression),
         )
-    expression = expression_prediction_results(emb, inputs, {**EVALUATION, "ridge_components": 4})
+    expression = stacked_tables(
+        *(
+            cell_expression_prediction(e, inputs[e.fold], {**EVALUATION, "ridge_components": 4})
+            for e in emb.values()
+        )
+    )
     clip = expression[expression["variant"] == "clip"].set_index(["fold", "protocol", "space"])
     # retrieval in the joint space; ridge on each space the probes read.
     assert set(clip.index) == {
@@ -112,7 +116,9 @@ def test_every_variant_is_scored_under_both_protocols_and_paired_with_imagenet_p
     # Classification columns stay empty on expression rows: nothing is paired on a macro-F1 there.
     assert "macro_f1_diff_vs_imagenet_mean" not in summary.columns
     with pytest.raises(ValueError, match="unknown"):
-        expression_prediction_results(emb, inputs, {**EVALUATION, "expression_protocols": ["lasso"]})
+        cell_expression_prediction(
+            emb["clip/holdout_B/0"], inputs["holdout_B"], {**EVALUATION, "expression_protocols": ["lasso"]}
+        )
 
 
 def test_patient_decodability_rows_read_the_training_patients_of_each_model():
@@ -136,10 +142,20 @@ def test_patient_decodability_rows_read_the_training_patients_of_each_model():
         features = np.vstack([train, held_out]) + noise
         return FoldEmbeddings(name, "holdout_B", 0, {"adapter": features}, None, None, 0.0, name)
 
-    table = patient_decodability_results(
-        {"t": emb("tissue", tissue), "p": emb("patient", tissue + offset)}, {"holdout_B": inputs}
+    table = stacked_tables(
+        cell_patient_decodability(emb("tissue", tissue), inputs),
+        cell_patient_decodability(emb("patient", tissue + offset), inputs),
     )
     by = table.set_index("variant")
     assert list(table.columns[:4]) == ["variant", "space", "fold", "seed"] and len(table) == 2
     assert np.allclose(table["chance"], 1 / 3) and (table["n_spots"] == n_train).all()
     assert by.loc["tissue", "accuracy"] < 1 / 3 + 0.15 < 0.9 < by.loc["patient", "accuracy"]
+
+
+def test_a_skipped_cell_scores_nothing_but_keeps_every_header():
+    inputs = _unlabelled_fold(np.random.default_rng(2))
+    metrics, confusion = cell_probe_metrics(None, inputs, EVALUATION)
+    tables = [metrics, confusion, cell_expression_prediction(None, inputs, EVALUATION)]
+    tables.append(cell_patient_decodability(None, inputs))
+    assert all(t.empty and len(t.columns) >= 5 for t in tables)
+    assert stacked_tables(metrics, metrics).columns.equals(metrics.columns)

@@ -26,7 +26,7 @@ from tpir_kedro.evaluation.fold_inputs import (
 )
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, fold_key, patient_folds
 from tpir_kedro.imaging.tiling import plan_tiling, write_patch_store
-from tpir_kedro.pipelines.contrastive.nodes import contrastive_training_inputs
+from tpir_kedro.pipelines.contrastive.nodes import cell_fold_inputs
 
 N_GENES, N_TOP, N_LATENT = 30, 10, 4
 HELD_OUT = "A"  # C has the section without an image (C2), so here it is a training patient
@@ -240,26 +240,16 @@ def test_the_all_patient_fold_trains_on_everyone_and_tests_nothing(cohort, store
     assert set(encoders[ALL_PATIENTS]["scvi"].seen) == set(with_image)
 
 
-def test_the_node_builds_every_fold_and_the_all_patient_one(cohort, store, folds, fold_genes):
+def test_the_node_builds_each_cells_fold_and_the_all_patient_one(cohort, store, folds, fold_genes):
     encoders = stub_encoders(fold_genes)
-    inputs = contrastive_training_inputs(
-        cohort, folds, fold_genes, encoders, store, {"n_top_genes": N_TOP}, {}
-    )
-    assert list(inputs) == [fold_key(p) for p in ("A", "B", "C")] + [ALL_PATIENTS]
-    for fold, f in inputs.items():
+    for fold in [fold_key(p) for p in ("A", "B", "C")] + [ALL_PATIENTS]:
+        f = cell_fold_inputs(cohort, folds, fold_genes, encoders, store, {"n_top_genes": N_TOP}, fold=fold)
         assert f.fold == fold
         if f.held_out_patient is not None:
             assert f.held_out_patient not in patients_of(cohort, f.train_obs)
             assert f.held_out_patient not in patients_of(cohort, encoders[fold]["scanvi"].seen)
-    assert ALL_PATIENTS not in contrastive_training_inputs(
-        cohort,
-        folds,
-        fold_genes,
-        stub_encoders(fold_genes),
-        store,
-        {"n_top_genes": N_TOP},
-        {"final_models": False},
-    )
+    with pytest.raises(ValueError, match="holdout_Z.*folds.held_out_patients"):
+        cell_fold_inputs(cohort, folds, fold_genes, encoders, store, {}, fold="holdout_Z")
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -313,12 +303,12 @@ def test_a_patch_store_with_extra_rows_is_an_error_naming_it(cohort, store):
         check_patch_store(cohort[cohort.obs_names != extra], store)
     assert "1 patch(es) belong to no cohort spot" in str(err.value) and extra in str(err.value)
     with pytest.raises(ValueError, match=re.escape(str(store.path))):
-        contrastive_training_inputs(
+        cell_fold_inputs(
             cohort[cohort.obs_names != extra],
             patient_folds(cohort.obs),
             {},
             {},
             store,
             {"n_top_genes": N_TOP},
-            {},
+            fold="holdout_A",
         )

@@ -25,8 +25,8 @@ from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.imaging.slide_folder import read_slide_folder
 from tpir_kedro.imaging.tiling import SectionTiles, TilingPlan, write_patch_store
 from tpir_kedro.models.packaged_model_folders import PackagedModelFolders
-from tpir_kedro.pipelines.contrastive.nodes import final_image_models, fold_image_embeddings
-from tpir_kedro.pipelines.evaluation.nodes import packaged_image_models, probe_results
+from tpir_kedro.pipelines.contrastive import nodes as cell_nodes
+from tpir_kedro.pipelines.evaluation.nodes import packaged_image_models
 from tpir_kedro.pipelines.predict import nodes as predict_nodes
 
 SIZE_UM, SIZE_PX = 112.0, 32
@@ -49,7 +49,6 @@ VARIANTS = {
     "imagenet": {"objective": "none", "init": "imagenet"},
 }
 EVALUATION = {"probes": ["logistic"], "probe_Cs": [0.1, 1.0], "knn_k": 5}
-RUNS = {"seeds": [0]}
 PREDICT = {"batch_size": 64, "device": "cpu", "max_image_pixels": 10**9}
 
 
@@ -132,14 +131,29 @@ def test_predict_on_a_held_out_patient_reproduces_the_fold_evaluation(tmp_path):
     }
     checkpoints = tmp_path / "checkpoints"
 
-    # The fold's evaluation, as the train pipeline runs it.
-    embeddings, _ = fold_image_embeddings(inputs, store, checkpoints, CONTRASTIVE, VARIANTS, RUNS)
-    _, confusion = probe_results(embeddings, inputs, EVALUATION)
+    # The fold's cells, as the train pipeline runs them: train -> embed -> probes.
+    embeddings, confusions, finals = {}, [], []
+    for variant in VARIANTS:
+        args = (store, checkpoints, CONTRASTIVE)
+        trained, _ = cell_nodes.cell_image_model(
+            inputs["holdout_E"], *args, VARIANTS, variant=variant, seed=0
+        )
+        embeddings[variant] = cell_nodes.cell_embeddings(trained, inputs["holdout_E"], *args, seed=0)
+        _, confusion = cell_nodes.cell_probe_metrics(embeddings[variant], inputs["holdout_E"], EVALUATION)
+        confusions.append(confusion)
+        # The same model as a final cell's (same training data, same seed).
+        final, _ = cell_nodes.cell_image_model(inputs[ALL_PATIENTS], *args, VARIANTS, variant=variant, seed=0)
+        finals.append(cell_nodes.final_image_model(final, inputs[ALL_PATIENTS], *args, seed=0))
+    confusion = cell_nodes.stacked_tables(*confusions)
 
-    # The same model packaged as a final model, saved and loaded the way predict loads it.
-    finals = final_image_models(inputs, store, checkpoints, CONTRASTIVE, VARIANTS, RUNS)
+    # Packaged as the final models are, saved and loaded the way predict loads them.
     packaged = packaged_image_models(
-        finals, inputs, store, pd.DataFrame(columns=["variant"]), EVALUATION, VARIANTS, {"run_id": "t"}
+        cell_nodes.final_image_models(*finals),
+        store,
+        pd.DataFrame(columns=["variant"]),
+        EVALUATION,
+        VARIANTS,
+        {"run_id": "t"},
     )
     version = tmp_path / "image_models" / "v1" / "image_models"
     for name, model in packaged.items():
@@ -157,7 +171,7 @@ def test_predict_on_a_held_out_patient_reproduces_the_fold_evaluation(tmp_path):
         predicted = predict_nodes.slide_embeddings(slide_store, spots, model, PREDICT)
 
         # Same features: the fold's held-out rows are E's spots in slide order.
-        evaluated = embeddings[f"{variant}/holdout_E/0"].features[space][n_train:]
+        evaluated = embeddings[variant].features[space][n_train:]
         assert predicted.obsm[predict_nodes.FEATURES_KEY].shape == evaluated.shape
         np.testing.assert_allclose(
             predicted.obsm[predict_nodes.FEATURES_KEY], evaluated, rtol=1e-4, atol=1e-4

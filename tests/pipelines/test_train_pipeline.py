@@ -224,7 +224,7 @@ def test_her2st_env_reads_the_real_files(project, run, her2st_dir, monkeypatch):
     extra = {
         "cohort": {"sections": ["A1", "B1", "C2", "C3"]},
         "genes": {"n_top_genes": 300},
-        "folds": {"held_out_patients": None},
+        "folds": {"held_out_patients": ["A", "B", "C"]},
     }
     catalog = run(project, "data_engineering", env="her2st", extra=extra)
     cohort = catalog.load("cohort")

@@ -1,6 +1,7 @@
 """Kedro datasets for what kedro-datasets lacks. IO only: no model code here."""
 
 from tpir_kedro.datasets.anndata_dataset import AnnDataDataset
+from tpir_kedro.datasets.cell_table_dataset import CellTableDataset
 from tpir_kedro.datasets.cohort_source_dataset import Her2stDirectoryDataset, VisiumDirectoryDataset
 from tpir_kedro.datasets.folder_dataset import FolderDataset
 from tpir_kedro.datasets.gene_encoders_dataset import GeneEncodersDataset
@@ -12,6 +13,7 @@ from tpir_kedro.datasets.slide_dataset import SlideDataset
 
 __all__ = [
     "AnnDataDataset",
+    "CellTableDataset",
     "FolderDataset",
     "GeneEncodersDataset",
     "Her2stDirectoryDataset",

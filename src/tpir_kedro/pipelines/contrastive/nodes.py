@@ -13,18 +13,25 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from tpir_kedro.atomic_folder import exclusive_lock
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
+from tpir_kedro.evaluation.cell_scores import (
+    decodability_scores,
+    expression_scores,
+    majority_scores,
+    probe_scores,
+)
 from tpir_kedro.evaluation.fold_embeddings import ADAPTER, BACKBONE, FoldEmbeddings
 from tpir_kedro.evaluation.fold_inputs import FoldInputs, build_fold_inputs, check_patch_store
 from tpir_kedro.evaluation.folds import ALL_PATIENTS
+from tpir_kedro.evaluation.protocol import EvaluationProtocol
 from tpir_kedro.imaging.patch_store import PatchStore
-from tpir_kedro.models.image_runs import ImageRuns, check_evaluation_parameters
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec, parse_variants
 
@@ -36,43 +43,48 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# A cell's TrainedImageModel, or None for a skipped variant. Kedro reads node functions' type hints
+# at run time, and the class lives with torch, which this module does not import: so Any.
+ImageModel = Any
+
 HISTORY_COLUMNS = ["epoch", "step", "train_loss_step", "train_loss_epoch", "variant", "fold", "seed"]
 
 
-def contrastive_training_inputs(
+def cell_fold_inputs(
     cohort: AnnData,
     patient_folds: pd.DataFrame,
     fold_genes: dict,
     gene_encoders: dict,
     patch_store: PatchStore,
     evaluation: dict,
-    image_runs: dict,
-) -> dict[str, FoldInputs]:
-    """Every evaluated fold's inputs, plus ``all`` (every patient) for the final models."""
-    check_evaluation_parameters(evaluation)
+    *,
+    fold: str,
+) -> FoldInputs:
+    """One fold's training and held-out spots with everything a cell trains and scores on (``all``:
+    every patient, for a final model). Each cell builds its own: no cell shares mutable state.
+    """
     check_patch_store(cohort, patch_store)
-    folds = list(pd.unique(patient_folds["fold"]))
-    if ImageRuns.from_dict(image_runs).final_models:
-        folds.append(ALL_PATIENTS)
-    inputs = {}
-    for fold in folds:
-        inputs[fold] = build_fold_inputs(
-            cohort,
-            patch_store,
-            patient_folds,
-            fold_genes,
-            gene_encoders,
-            fold,
-            int(evaluation["n_top_genes"]),
+    if fold != ALL_PATIENTS and fold not in set(patient_folds["fold"].astype(str)):
+        raise ValueError(
+            f"the grid has a cell for fold {fold!r}, but patient_folds has {sorted(set(patient_folds['fold']))}: "
+            "folds.held_out_patients names a patient (or section) the cohort does not have"
         )
-        f = inputs[fold]
-        logger.info(
-            "fold %s: %d training spots with a patch (%d labelled), %d held-out spots",
-            fold,
-            len(f.train_obs),
-            int((f.train_label_codes >= 0).sum()),
-            len(f.test_obs),
-        )
+    inputs = build_fold_inputs(
+        cohort,
+        patch_store,
+        patient_folds,
+        fold_genes,
+        gene_encoders,
+        fold,
+        EvaluationProtocol.from_dict(evaluation).n_top_genes,
+    )
+    logger.info(
+        "fold %s: %d training spots with a patch (%d labelled), %d held-out spots",
+        fold,
+        len(inputs.train_obs),
+        int((inputs.train_label_codes >= 0).sum()),
+        len(inputs.test_obs),
+    )
     return inputs
 
 
@@ -82,26 +94,34 @@ def feature_views(
     """The frozen regime's cached (n_store, V, D) backbone features of every patch (None otherwise)."""
     if config.regime != "frozen":
         return None
+    import torch
+
     from tpir_kedro.models.feature_views import cached_feature_views
     from tpir_kedro.models.image_encoders import build_image_encoder
     from tpir_kedro.models.patch_data import reopenable_memmap
 
     if config.threads:
-        import torch
-
         torch.set_num_threads(int(config.threads))
-    encoder = build_image_encoder(
-        config.backbone, config.init, config.weights_path if config.init != "random" else None
-    )
-    views = cached_feature_views(
-        Path(checkpoint_root) / "feature_views",
-        encoder,
-        store.patches,
-        int(config.feature_views),
-        dict(config.augment),
-        seed,
-        batch_size=config.eval_batch_size,
-    )
+    # Seeded as a run seeds its initial encoder (train_image_model), so that a random-init backbone
+    # is the same in every cell and process -- else each call would draw, and cache, another one.
+    with torch.random.fork_rng():
+        torch.manual_seed(int(seed))
+        encoder = build_image_encoder(
+            config.backbone, config.init, config.weights_path if config.init != "random" else None
+        )
+    root = Path(checkpoint_root) / "feature_views"
+    # Cells of one seed run side by side (ParallelRunner, Dask) and need the same cache: one computes
+    # it while the others wait, then read it.
+    with exclusive_lock(root / ".lock"):
+        views = cached_feature_views(
+            root,
+            encoder,
+            store.patches,
+            int(config.feature_views),
+            dict(config.augment),
+            seed,
+            batch_size=config.eval_batch_size,
+        )
     return reopenable_memmap(views)
 
 
@@ -262,81 +282,116 @@ def _stack_histories(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=HISTORY_COLUMNS)
 
 
-def fold_image_embeddings(
-    contrastive_inputs: dict[str, FoldInputs],
+def cell_image_model(
+    fold_inputs: FoldInputs,
     patch_store: PatchStore,
     checkpoint_root: Path,
     contrastive: dict,
     variants: dict,
-    image_runs: dict,
-) -> tuple[dict[str, FoldEmbeddings], pd.DataFrame]:
-    """Train every variant on every evaluated fold and seed; return their representations and losses."""
-    config, runs = TrainingConfig.from_dict(contrastive), ImageRuns.from_dict(image_runs)
-    specs = parse_variants(variants, runs.variants)
-    out, history = {}, []
-    folds = {fold: inputs for fold, inputs in contrastive_inputs.items() if fold != ALL_PATIENTS}
-    for seed in runs.seeds:
-        views = (
-            feature_views(config, patch_store, checkpoint_root, int(seed))
-            if folds and any(v.trains for v in specs)
-            else None
-        )
-        for fold, inputs in folds.items():
-            for variant in _trainable(specs, inputs):
-                trained = _train(
-                    variant, inputs, patch_store, Path(checkpoint_root), config, int(seed), views
-                )
-                out[f"{variant.name}/{fold}/{seed}"] = _embed(
-                    trained, inputs, patch_store, config, int(seed), views
-                )
-                history.append(_history_rows(trained, fold, int(seed)))
-    return out, _stack_histories(history)
-
-
-def final_image_models(
-    contrastive_inputs: dict[str, FoldInputs],
-    patch_store: PatchStore,
-    checkpoint_root: Path,
-    contrastive: dict,
-    variants: dict,
-    image_runs: dict,
-) -> dict[str, dict]:
-    """Each variant trained on every patient (first seed): the models users keep, with their
-    training patients' features for the final probe.
+    *,
+    variant: str,
+    seed: int,
+) -> tuple[ImageModel, pd.DataFrame]:
+    """One cell's image model (trained, resumed or reused from the run cache under
+    ``checkpoint_root/<variant>/<fold>``) and its loss rows; None where the variant is skipped.
     """
-    if ALL_PATIENTS not in contrastive_inputs:
-        logger.info("image_runs.final_models is false: no all-patient models")
-        return {}
-    config, runs = TrainingConfig.from_dict(contrastive), ImageRuns.from_dict(image_runs)
-    inputs = contrastive_inputs[ALL_PATIENTS]
-    seed = runs.seeds[0]
-    specs = _trainable(parse_variants(variants, runs.variants), inputs)
-    views = (
-        feature_views(config, patch_store, checkpoint_root, seed) if any(v.trains for v in specs) else None
-    )
-    models = {}
-    for variant in specs:
-        trained = _train(variant, inputs, patch_store, Path(checkpoint_root), config, seed, views)
-        spaces = representations(trained, patch_store, inputs.train_rows, config, views)
-        space = ADAPTER if ADAPTER in spaces else BACKBONE  # what the packaged model's probe reads
-        models[variant.name] = {
-            "trained": trained,
-            "features": spaces[space],
-            "space": space,
-            "config": config,
-            "seed": seed,
-        }
-    return models
+    config = TrainingConfig.from_dict(contrastive)
+    specs = _trainable(parse_variants(variants, [variant]), fold_inputs)
+    if not specs:
+        return None, pd.DataFrame(columns=HISTORY_COLUMNS)
+    spec = specs[0]
+    views = feature_views(config, patch_store, checkpoint_root, seed) if spec.trains else None
+    trained = _train(spec, fold_inputs, patch_store, Path(checkpoint_root), config, seed, views)
+    return trained, _history_rows(trained, fold_inputs.fold, seed)
 
 
-def training_runs(training_history: pd.DataFrame, final_image_models: dict[str, dict]) -> pd.DataFrame:
+def cell_embeddings(
+    trained: ImageModel,
+    fold_inputs: FoldInputs,
+    patch_store: PatchStore,
+    checkpoint_root: Path,
+    contrastive: dict,
+    *,
+    seed: int,
+) -> FoldEmbeddings | None:
+    """The cell model's representations of its fold's spots (what the probes read) and, for a
+    contrastive variant, the joint-space embeddings.
+    """
+    if trained is None:
+        return None
+    config = TrainingConfig.from_dict(contrastive)
+    views = feature_views(config, patch_store, checkpoint_root, seed) if trained.variant.trains else None
+    return _embed(trained, fold_inputs, patch_store, config, seed, views)
+
+
+def cell_probe_metrics(
+    embeddings: FoldEmbeddings | None, fold_inputs: FoldInputs, evaluation: dict
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return probe_scores(embeddings, fold_inputs, EvaluationProtocol.from_dict(evaluation))
+
+
+def cell_expression_prediction(
+    embeddings: FoldEmbeddings | None, fold_inputs: FoldInputs, evaluation: dict
+) -> pd.DataFrame:
+    return expression_scores(embeddings, fold_inputs, EvaluationProtocol.from_dict(evaluation))
+
+
+def cell_patient_decodability(embeddings: FoldEmbeddings | None, fold_inputs: FoldInputs) -> pd.DataFrame:
+    return decodability_scores(embeddings, fold_inputs)
+
+
+def fold_majority_metrics(fold_inputs: FoldInputs) -> pd.DataFrame:
+    return majority_scores(fold_inputs)
+
+
+def final_image_model(
+    trained: ImageModel,
+    fold_inputs: FoldInputs,
+    patch_store: PatchStore,
+    checkpoint_root: Path,
+    contrastive: dict,
+    *,
+    seed: int,
+) -> dict | None:
+    """A variant trained on every patient (the model users keep), with its training patients'
+    features for the final probe; None where the variant is skipped.
+    """
+    if trained is None:
+        return None
+    config = TrainingConfig.from_dict(contrastive)
+    views = feature_views(config, patch_store, checkpoint_root, seed) if trained.variant.trains else None
+    spaces = representations(trained, patch_store, fold_inputs.train_rows, config, views)
+    space = ADAPTER if ADAPTER in spaces else BACKBONE  # what the packaged model's probe reads
+    return {
+        "trained": trained,
+        "features": spaces[space],
+        "space": space,
+        "config": config,
+        "seed": seed,
+        "inputs": fold_inputs,
+    }
+
+
+def stacked_tables(*tables: pd.DataFrame) -> pd.DataFrame:
+    """The cells' tables of one kind in one (every cell's table has the kind's header, even empty)."""
+    if not tables:
+        raise ValueError("the grid has no cell: nothing to gather (check image_runs and folds)")
+    filled = [t for t in tables if not t.empty]  # pandas deprecates concatenating empty frames
+    return pd.concat(filled, ignore_index=True) if filled else tables[0].iloc[0:0]
+
+
+def final_image_models(*models: dict | None) -> dict[str, dict]:
+    """The final cells' models by variant (skipped variants drop out)."""
+    return {m["trained"].variant.name: m for m in models if m is not None}
+
+
+def training_runs(training_history: pd.DataFrame, *final_histories: pd.DataFrame) -> pd.DataFrame:
     """One row per trained run -- the folds' and the final models' (fold ``all``): optimiser steps,
     epochs and whether the loss levelled off.
     """
     from tpir_kedro.models.training_runs import summarise_training_runs
 
-    finals = [_history_rows(m["trained"], ALL_PATIENTS, int(m["seed"])) for m in final_image_models.values()]
-    runs = summarise_training_runs(_stack_histories([training_history, *finals]))
+    runs = summarise_training_runs(_stack_histories([training_history, *final_histories]))
     for run in runs.itertuples():
         if not run.plateaued:
             logger.warning(

@@ -1,12 +1,11 @@
-"""Nodes of the ``evaluation`` pipeline: the patient-held-out protocol of docs/method.md.
+"""Nodes of the ``evaluation`` pipeline: the patient-held-out protocol of docs/method.md, from the
+grid cells' tables to what users read.
 
-Per variant x representation space x held-out patient x seed: frozen representation ->
-standardised (training patients) -> L2 logistic probe (C by inner leave-one-patient-out) and cosine
-kNN, trained on the training patients' classified spots, scored on the held-out patient; expression
-prediction (Pearson r over the fold's top genes) by BLEEP's retrieval and by HEST's ridge, for every
-variant alike; a majority row; how well each representation gives away the training patients
-(class-balanced, the batch-effect mechanism check); the summary over folds (seeds averaged within a fold first) with
-paired per-fold differences against ``imagenet``.
+Each cell (see the contrastive pipeline) scores its own fold model -- probes, expression prediction,
+patient decodability (:mod:`~tpir_kedro.evaluation.cell_scores`). Here: the results table (one row
+per variant x representation space x held-out patient x seed x probe), the summary over folds (seeds
+averaged within a fold first) with paired per-fold differences against ``imagenet``, its figure, and
+the final models packaged with a probe and a model card.
 """
 
 from __future__ import annotations
@@ -20,15 +19,12 @@ from plotly.subplots import make_subplots
 
 from tpir_kedro.cohort.label_budget import DEFAULT_LABEL_BUDGET
 from tpir_kedro.cohort.schema import is_classified
-from tpir_kedro.evaluation.expression_prediction import expression_prediction_score
-from tpir_kedro.evaluation.expression_ridge import ALPHA_SCALE, N_COMPONENTS, ridge_expression_score
-from tpir_kedro.evaluation.fold_embeddings import FoldEmbeddings
+from tpir_kedro.evaluation.cell_scores import NO_SPACE
 from tpir_kedro.evaluation.fold_inputs import FoldInputs
 from tpir_kedro.evaluation.fold_statistics import FOLD as FOLD_COLUMN
 from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
-from tpir_kedro.evaluation.folds import ALL_PATIENTS
-from tpir_kedro.evaluation.patient_decodability import patient_decodability
-from tpir_kedro.evaluation.probes import PROBE_COLUMNS, evaluate_probes, fit_logistic_probe, majority_rows
+from tpir_kedro.evaluation.probes import fit_logistic_probe
+from tpir_kedro.evaluation.protocol import EXPRESSION_PROTOCOLS, EvaluationProtocol
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.packaged_model import LinearProbe, PackagedImageModel
 
@@ -44,202 +40,11 @@ RESULT_COLUMNS = [
     "balanced_accuracy",
     "pearson_r_top50",
 ]
-EXPRESSION_PROTOCOLS = ("retrieval", "ridge")  # expression readouts; the rest classify tissue
-EXPRESSION_COLUMNS = [
-    "variant",
-    "fold",
-    "seed",
-    "held_out_patient",
-    "protocol",
-    "space",
-    "pearson_r_top50",
-    "pearson_r_median",
-    "n_genes",
-    "n_genes_constant",
-]
 BASELINE = "imagenet"
 BASELINE_SPACE = "backbone"
-NO_SPACE = "none"  # the majority row reads no representation
 METRICS = ["accuracy", "macro_f1", "balanced_accuracy", "pearson_r_top50"]
 DIFF_PREFIX = "macro_f1_diff_vs_imagenet_"  # + mean, sd, ci_low, ci_high, n_folds, n_folds_ahead
 EXPRESSION_DIFF_PREFIX = "pearson_r_diff_vs_imagenet_"  # the same, for the expression readouts
-
-
-def _fold_labels(inputs: FoldInputs) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.concatenate([inputs.train_labels, inputs.test_labels])
-    patients = np.concatenate(
-        [inputs.train_patient_names, np.full(len(inputs.test_labels), inputs.held_out_patient, dtype=object)]
-    )
-    return labels.astype(str), patients.astype(str)
-
-
-def probe_results(
-    fold_image_embeddings: dict[str, FoldEmbeddings],
-    contrastive_inputs: dict[str, FoldInputs],
-    evaluation: dict,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Probe metrics (one row per variant x space x fold x seed x probe, plus ``majority`` per fold)
-    and long-format confusion matrices. Every representation space a model has is probed alike.
-    """
-    rows, confusions = [], []
-    for emb in fold_image_embeddings.values():
-        inputs = contrastive_inputs[emb.fold]
-        labels, patients = _fold_labels(inputs)
-        if not is_classified(labels).any():
-            logger.info(
-                "fold %s has no classified spot with an image: no probe rows (expression prediction only)",
-                emb.fold,
-            )
-            continue
-        for space, features in emb.features.items():
-            probe_rows, confusion = evaluate_probes(
-                features,
-                labels,
-                patients,
-                inputs.held_out_patient,
-                probes=tuple(evaluation["probes"]),
-                Cs=tuple(evaluation["probe_Cs"]),
-                k=int(evaluation["knn_k"]),
-                seed=emb.seed,
-            )
-            extra = {"variant": emb.variant, "space": space, "fold": emb.fold, "seed": emb.seed}
-            rows += [{**r, **extra} for r in probe_rows]
-            confusions.append(confusion.assign(**extra))
-    for fold, inputs in contrastive_inputs.items():
-        if fold == ALL_PATIENTS:
-            continue
-        labels, patients = _fold_labels(inputs)
-        if is_classified(labels).any():
-            rows += [
-                {**r, "variant": "majority", "space": NO_SPACE, "fold": fold, "seed": np.nan}
-                for r in majority_rows(labels, patients, inputs.held_out_patient)
-            ]
-    # Headers even when empty (no labelled patch anywhere): a CSV without columns cannot be read back.
-    metrics = pd.DataFrame(rows, columns=[*PROBE_COLUMNS, "variant", "space", "fold", "seed"])
-    confusion = (
-        pd.concat(confusions, ignore_index=True)
-        if confusions
-        else pd.DataFrame(
-            columns=[
-                "probe",
-                "held_out_patient",
-                "true",
-                "predicted",
-                "count",
-                "variant",
-                "space",
-                "fold",
-                "seed",
-            ]
-        )
-    )
-    return metrics, confusion
-
-
-DECODABILITY_COLUMNS = [
-    "variant",
-    "space",
-    "fold",
-    "seed",
-    "accuracy",
-    "chance",
-    "n_spots",
-    "n_patients",
-    "n_classes",
-]
-
-
-def patient_decodability_results(
-    fold_image_embeddings: dict[str, FoldEmbeddings], contrastive_inputs: dict[str, FoldInputs]
-) -> pd.DataFrame:
-    """Per variant x space x fold x seed: cross-validated accuracy of decoding the patient from the
-    representation of the fold's training patients' classified spots, classes balanced across
-    patients (chance 1 / n_training_patients). The held-out patient never enters.
-    """
-    rows = []
-    for emb in fold_image_embeddings.values():
-        inputs = contrastive_inputs[emb.fold]
-        n_train = len(inputs.train_labels)
-        for space, features in emb.features.items():
-            score = patient_decodability(
-                features[:n_train], inputs.train_labels, inputs.train_patient_names, seed=emb.seed
-            )
-            rows.append({"variant": emb.variant, "space": space, "fold": emb.fold, "seed": emb.seed, **score})
-    return pd.DataFrame(rows, columns=DECODABILITY_COLUMNS)
-
-
-def expression_prediction_results(
-    fold_image_embeddings: dict[str, FoldEmbeddings],
-    contrastive_inputs: dict[str, FoldInputs],
-    evaluation: dict,
-) -> pd.DataFrame:
-    """Held-out spots' expression of the fold's top genes predicted from their image, under each
-    protocol of ``evaluation.expression_protocols`` (a ``protocol`` column):
-
-    - ``retrieval`` (BLEEP): the mean expression of the top-k training spots nearest in the joint
-      space (contrastive variants: image embedding vs the training spots' gene-side embeddings), or
-      in the model's own representation for variants without a gene side;
-    - ``ridge`` (HEST-Benchmark): every representation space the probes read, standardised -> PCA ->
-      ridge, all fitted on the training spots (:mod:`~tpir_kedro.evaluation.expression_ridge`).
-    """
-    protocols = tuple(evaluation.get("expression_protocols", EXPRESSION_PROTOCOLS))
-    unknown = set(protocols) - set(EXPRESSION_PROTOCOLS)
-    if unknown:
-        raise ValueError(
-            f"evaluation.expression_protocols: unknown {sorted(unknown)}; choose from {list(EXPRESSION_PROTOCOLS)}"
-        )
-    rows = []
-    k = int(evaluation["expression_k"])
-    for emb in fold_image_embeddings.values():
-        inputs = contrastive_inputs[emb.fold]
-        n_train = len(inputs.train_rows)
-        if len(inputs.test_rows) == 0:
-            continue
-        scored = []
-        if "retrieval" in protocols:
-            if emb.image_joint is not None:
-                query, reference, space = emb.image_joint, emb.gene_joint, "joint"
-            else:
-                features = emb.features[emb.primary_space]
-                query, reference, space = features[n_train:], features[:n_train], emb.primary_space
-            score = expression_prediction_score(
-                query,
-                reference,
-                inputs.train_top_expression,
-                inputs.test_top_expression,
-                inputs.top_genes,
-                k=k,
-            )
-            scored.append(("retrieval", space, score))
-        if "ridge" in protocols:
-            for space, features in emb.features.items():
-                score = ridge_expression_score(
-                    features[:n_train],
-                    inputs.train_top_expression,
-                    features[n_train:],
-                    inputs.test_top_expression,
-                    inputs.top_genes,
-                    n_components=int(evaluation.get("ridge_components", N_COMPONENTS)),
-                    alpha_scale=float(evaluation.get("ridge_alpha_scale", ALPHA_SCALE)),
-                    seed=emb.seed,
-                )
-                scored.append(("ridge", space, score))
-        rows += [
-            {
-                "variant": emb.variant,
-                "fold": emb.fold,
-                "seed": emb.seed,
-                "held_out_patient": inputs.held_out_patient,
-                "protocol": protocol,
-                "space": space,
-                "pearson_r_top50": score["pearson_r_mean"],
-                "pearson_r_median": score["pearson_r_median"],
-                "n_genes": score["n_genes"],
-                "n_genes_constant": score["n_genes_constant"],
-            }
-            for protocol, space, score in scored
-        ]
-    return pd.DataFrame(rows, columns=EXPRESSION_COLUMNS)
 
 
 def results_table(
@@ -451,7 +256,6 @@ def _card(
 
 def packaged_image_models(
     final_image_models: dict,
-    contrastive_inputs: dict[str, FoldInputs],
     patch_store: PatchStore,
     results_summary: pd.DataFrame,
     evaluation: dict,
@@ -463,17 +267,18 @@ def packaged_image_models(
     """
     if not final_image_models:
         return {}
-    inputs = contrastive_inputs[ALL_PATIENTS]
-    labelled = is_classified(inputs.train_labels)
+    Cs = EvaluationProtocol.from_dict(evaluation).probe_Cs
     packaged = {}
     for name, model in final_image_models.items():
+        inputs = model["inputs"]  # every patient's spots: the final cell's fold inputs
+        labelled = is_classified(inputs.train_labels)
         probe = None
         if labelled.sum() and len(set(inputs.train_labels[labelled])) >= 2:
             fitted = fit_logistic_probe(
                 model["features"][labelled],
                 inputs.train_labels[labelled],
                 inputs.train_patient_names[labelled],
-                Cs=tuple(evaluation["probe_Cs"]),
+                Cs=Cs,
                 seed=model["seed"],
             )
             scaler, logistic = fitted.pipeline.steps[0][1], fitted.pipeline.steps[-1][1]

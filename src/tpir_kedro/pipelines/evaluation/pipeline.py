@@ -7,24 +7,6 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             node(
-                nodes.probe_results,
-                ["fold_image_embeddings", "contrastive_inputs", "params:evaluation"],
-                ["probe_metrics", "confusion_matrices"],
-                name="score_probes",
-            ),
-            node(
-                nodes.expression_prediction_results,
-                ["fold_image_embeddings", "contrastive_inputs", "params:evaluation"],
-                "expression_prediction",
-                name="score_expression_prediction",
-            ),
-            node(
-                nodes.patient_decodability_results,
-                ["fold_image_embeddings", "contrastive_inputs"],
-                "patient_decodability",
-                name="score_patient_decodability",
-            ),
-            node(
                 nodes.results_table,
                 ["probe_metrics", "expression_prediction", "run_info"],
                 "results",
@@ -36,7 +18,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 nodes.packaged_image_models,
                 [
                     "final_image_models",
-                    "contrastive_inputs",
                     "patch_store",
                     "results_summary",
                     "params:evaluation",

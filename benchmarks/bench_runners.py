@@ -1,0 +1,135 @@
+"""Benchmark: the demo grid's wall time under SequentialRunner, ParallelRunner (2 workers) and the
+DaskRunner (a LocalCluster of 2 workers), in one run of this script on one machine, as ratios.
+
+    .venv/bin/python benchmarks/bench_runners.py [--work DIR] [--out DIR] [--workers 2] [--no-dask]
+
+In a scratch copy of the project (``--work``, default benchmarks/results/runners_demo_work/; the
+project's own data/ is never touched) the default demo cohort is simulated and its upstream stages
+(``data_engineering``, ``gene_vae``) run once; the grid -- ``kedro run --pipelines=contrastive,
+evaluation``, the demo's 10 variants x held-out B x seed 0 plus 10 final models and the majority
+floor, 21 cells -- then runs once per runner from a copy of that upstream, each in its own process
+as a user types it, so no runner reuses another's training runs or feature cache. Sequential runs
+with torch's default threads (what a user gets); the workers with one thread each. Written to
+``--out`` (default benchmarks/results/runners_demo/, committed): runners.json.
+
+What to expect (written before the first run): on 2 cores a sequential run already keeps both cores
+busy inside torch for most of a training step, so two one-thread workers can only win back what a
+single run leaves idle (Python between steps, probes, data loading, start-up); the ratio
+parallel / sequential should lie between 0.7 and 1.1, and the workers' start-up (each imports torch,
+Lightning and scvi-tools) weighs more on a small grid. Whether the tables are identical is recorded:
+sequential here uses two threads and the workers one, so tiny float differences may move a probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID = "contrastive,evaluation"
+
+
+def _scratch_project(work: Path) -> Path:
+    """A copy of the project's configuration and metadata; its data/ is the benchmark's own."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("pyproject.toml", ".telemetry"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, work / name)
+    shutil.rmtree(work / "conf", ignore_errors=True)
+    shutil.copytree(ROOT / "conf", work / "conf", ignore=shutil.ignore_patterns("local"))
+    (work / "conf" / "local").mkdir(exist_ok=True)
+    (work / "src").mkdir(exist_ok=True)
+    return work
+
+
+def kedro_run(project: Path, pipelines: str, *args: str) -> float:
+    """``kedro run --pipelines=<pipelines> <args>`` in ``project``, its own process; wall seconds."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    log = project / f"kedro_run_{pipelines.replace(',', '+')}.log"
+    start = time.perf_counter()
+    with log.open("w") as out:
+        done = subprocess.run(
+            [sys.executable, "-m", "kedro", "run", f"--pipelines={pipelines}", *args],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"kedro run --pipelines={pipelines} {' '.join(args)} failed in {project}: see {log}")
+    return seconds
+
+
+def _results(project: Path) -> pd.DataFrame:
+    folder = project / "data" / "08_reporting" / "results.csv"
+    latest = sorted(folder.iterdir())[-1]
+    return pd.read_csv(latest / "results.csv").drop(columns="run_id")
+
+
+def _copy_upstream(upstream: Path, target: Path) -> Path:
+    shutil.rmtree(target, ignore_errors=True)
+    _scratch_project(target)
+    shutil.copytree(upstream / "data", target / "data")
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "results" / "runners_demo_work")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runners_demo")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-dask", action="store_true", help="time Sequential and ParallelRunner only")
+    args = parser.parse_args()
+    work = args.work.resolve()
+    upstream = _scratch_project(work / "upstream")
+    started = time.perf_counter()
+    if not (upstream / "data" / "01_raw" / "demo_her2st").exists():
+        kedro_run(upstream, "demo_cohort")
+    upstream_seconds = kedro_run(upstream, "data_engineering,gene_vae")
+    n = str(args.workers)
+    runners = {
+        "SequentialRunner": [],
+        "ParallelRunner": ["--runner=ParallelRunner", f"--runner-params=max_workers={n}"],
+    }
+    if not args.no_dask:
+        runners["DaskRunner"] = ["--runner=tpir_kedro.dask_runner.DaskRunner", f"--runner-params=n_workers={n}"]
+    seconds, tables = {}, {}
+    for name, options in runners.items():
+        project = _copy_upstream(upstream, work / name)
+        seconds[name] = kedro_run(project, GRID, *options)
+        tables[name] = _results(project)
+        print(f"{name}: {seconds[name]:.0f} s", flush=True)
+    base = seconds["SequentialRunner"]
+    report = {
+        "what": "wall seconds of `kedro run --pipelines=contrastive,evaluation` on the default demo grid",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "workers": args.workers,
+        "cells": "10 variants x held-out B x seed 0, 10 final models, majority__B (21 namespaces)",
+        "upstream_seconds": round(upstream_seconds, 1),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "ratio_to_sequential": {k: round(v / base, 3) for k, v in seconds.items()},
+        "results_identical_to_sequential": {
+            k: bool(t.equals(tables["SequentialRunner"])) for k, t in tables.items() if k != "SequentialRunner"
+        },
+        "benchmark_seconds": round(time.perf_counter() - started, 1),
+        "command": "benchmarks/bench_runners.py" + (" --no-dask" if args.no_dask else ""),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "runners.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The experiment grid: which image-training cells the ``train`` pipeline is made of.
+
+A *cell* is one image-training run and what is read off it: variant x held-out unit x seed (a fold
+cell: fold inputs -> train -> embed -> probes, expression prediction, patient decodability), or a
+variant trained on every patient (a final cell: what predict uses). Each cell is a Kedro namespace,
+so ``kedro run --namespaces=<cell>`` re-runs one, ``--only-missing-outputs`` resumes a grid, runners
+(ParallelRunner, Dask) spread cells, and deployment plugins group a cell's nodes into one task.
+
+The grid is declared by parameters -- ``image_runs`` (variants, seeds, final models), ``variants``
+and ``folds`` (the held-out patients or sections, listed) -- of the run's environment; how they
+reach the pipeline registry: :mod:`tpir_kedro.grid_hooks`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tpir_kedro.evaluation.folds import ALL_PATIENTS, fold_key, held_out_units
+from tpir_kedro.models.image_runs import ImageRuns
+
+SEPARATOR = "__"  # between a cell's parts; top-level namespaces, so plugins make one task per cell
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One image-training run. ``fold``: the fold key (``holdout_<unit>``, or ``all``)."""
+
+    variant: str
+    fold: str
+    seed: int
+    unit: str | None = None  # the held-out patient or section; None for a final cell
+
+    @property
+    def is_final(self) -> bool:
+        return self.fold == ALL_PATIENTS
+
+    @property
+    def namespace(self) -> str:
+        if self.is_final:
+            return SEPARATOR.join([self.variant, "final"])
+        return SEPARATOR.join([self.variant, str(self.unit), f"seed{self.seed}"])
+
+
+@dataclass(frozen=True)
+class Grid:
+    fold_cells: tuple[Cell, ...]
+    final_cells: tuple[Cell, ...]
+
+    @property
+    def cells(self) -> tuple[Cell, ...]:
+        return self.fold_cells + self.final_cells
+
+    @property
+    def folds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.fold for c in self.fold_cells))
+
+
+def grid_from_parameters(params: Mapping[str, Any]) -> Grid:
+    """The cells that ``params`` declare: every variant x held-out unit x seed, then one final cell
+    per variant (first seed) when ``image_runs.final_models``.
+    """
+    runs = ImageRuns.from_dict(params.get("image_runs"))
+    defined = params.get("variants") or {}
+    variants = list(defined) if runs.variants is None else list(runs.variants)
+    unknown = [v for v in variants if v not in defined]
+    if unknown:
+        raise ValueError(f"image_runs.variants: unknown variant(s) {unknown}; defined: {sorted(defined)}")
+    units = held_out_units(params.get("folds") or {})
+    if units is None:
+        raise ValueError(
+            "folds.held_out_patients is null, but the grid of image-training cells is built from the "
+            "conf before the cohort is read: list the patients to hold out (e.g. [A, B, C, D]; "
+            "conf/her2st lists A-H)"
+        )
+    for name in [*variants, *units]:
+        if not _NAME.match(name) or SEPARATOR in name:
+            raise ValueError(
+                f"{name!r} cannot name a grid cell: use letters, digits, '-' and single '_' "
+                f"(the cell namespace joins its parts with {SEPARATOR!r})"
+            )
+    fold_cells = tuple(
+        Cell(variant, fold_key(unit), seed, unit)
+        for seed in runs.seeds
+        for unit in units
+        for variant in variants
+    )
+    finals = tuple(Cell(v, ALL_PATIENTS, runs.seeds[0]) for v in variants) if runs.final_models else ()
+    return Grid(fold_cells, finals)
