@@ -103,7 +103,10 @@ def main() -> None:
         "ParallelRunner": ["--runner=ParallelRunner", f"--runner-params=max_workers={n}"],
     }
     if not args.no_dask:
-        runners["DaskRunner"] = ["--runner=tpir_kedro.dask_runner.DaskRunner", f"--runner-params=n_workers={n}"]
+        runners["DaskRunner"] = [
+            "--runner=tpir_kedro.dask_runner.DaskRunner",
+            f"--runner-params=n_workers={n}",
+        ]
     seconds, tables = {}, {}
     for name, options in runners.items():
         project = _copy_upstream(upstream, work / name)
@@ -121,7 +124,9 @@ def main() -> None:
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "ratio_to_sequential": {k: round(v / base, 3) for k, v in seconds.items()},
         "results_identical_to_sequential": {
-            k: bool(t.equals(tables["SequentialRunner"])) for k, t in tables.items() if k != "SequentialRunner"
+            k: bool(t.equals(tables["SequentialRunner"]))
+            for k, t in tables.items()
+            if k != "SequentialRunner"
         },
         "benchmark_seconds": round(time.perf_counter() - started, 1),
         "command": "benchmarks/bench_runners.py" + (" --no-dask" if args.no_dask else ""),
