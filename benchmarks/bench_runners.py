@@ -18,6 +18,7 @@ single run leaves idle (Python between steps, probes, data loading, start-up); t
 parallel / sequential should lie between 0.7 and 1.1, and the workers' start-up (each imports torch,
 Lightning and scvi-tools) weighs more on a small grid. Whether the tables are identical is recorded:
 sequential here uses two threads and the workers one, so tiny float differences may move a probe.
+``--render`` re-compares the finished runs' tables without running them again.
 """
 
 from __future__ import annotations
@@ -77,6 +78,27 @@ def _results(project: Path) -> pd.DataFrame:
     return pd.read_csv(latest / "results.csv").drop(columns="run_id")
 
 
+def differences(tables: dict[str, pd.DataFrame]) -> dict:
+    """Each runner's results against the SequentialRunner's: identical or not, and by how much."""
+    base = tables["SequentialRunner"]
+    out = {}
+    for name, table in tables.items():
+        if name == "SequentialRunner":
+            continue
+        f1 = (table["macro_f1"] - base["macro_f1"]).abs()
+        r = (table["pearson_r_top50"] - base["pearson_r_top50"]).abs()
+        out[name] = {
+            "identical": bool(table.equals(base)),
+            "max_abs_macro_f1_difference": round(float(f1.max()), 4),
+            "classification_rows_differing": int((f1 > 0).sum()),
+            "classification_rows": int(base["macro_f1"].notna().sum()),
+            "max_abs_pearson_r_difference": round(float(r.max()), 4),
+        }
+    workers = [t for n, t in tables.items() if n != "SequentialRunner"]
+    out["one_thread_runners_identical"] = all(t.equals(workers[0]) for t in workers)
+    return out
+
+
 def _copy_upstream(upstream: Path, target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     _scratch_project(target)
@@ -90,8 +112,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "runners_demo")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-dask", action="store_true", help="time Sequential and ParallelRunner only")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-compare the finished runs' results (times kept)"
+    )
     args = parser.parse_args()
     work = args.work.resolve()
+    if args.render:
+        report = json.loads((args.out / "runners.json").read_text())
+        tables = {name: _results(work / name) for name in report["seconds"]}
+        report.pop("results_identical_to_sequential", None)
+        report["results_against_sequential"] = differences(tables)
+        (args.out / "runners.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2))
+        return
     upstream = _scratch_project(work / "upstream")
     started = time.perf_counter()
     if not (upstream / "data" / "01_raw" / "demo_her2st").exists():

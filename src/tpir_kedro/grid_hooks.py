@@ -4,7 +4,7 @@ builds the pipelines.
 Kedro builds a project's pipelines once per process, lazily, at their first use -- after the
 context exists, before any node runs. The grid of image-training cells is declared by parameters of
 the run's environment (``--env her2st`` lists other patients than the demo), so :class:`GridHooks`
-keeps the context's parameters (conf + ``--params``) for :func:`current_grid` and, when they declare
+keeps the run's parameters (conf + ``--params``) for :func:`current_grid` and, when they declare
 another grid than the pipelines were built with (a second session in one process), has Kedro build
 them again. Commands that open no session (``kedro registry``) read the project's conf for
 ``$KEDRO_ENV``.
@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 
 from tpir_kedro.evaluation.grid import Grid, grid_from_parameters
@@ -60,7 +61,13 @@ def _conf_parameters() -> dict[str, Any]:
 class GridHooks:
     @hook_impl
     def after_context_created(self, context) -> None:
-        if use_parameters(context.params):
+        # The config loader's parameters (conf + --params), not context.params: that one validates
+        # them against the pipelines, which would build them -- from the previous grid -- first.
+        try:
+            params = context.config_loader["parameters"]
+        except MissingConfigException:
+            params = {}
+        if use_parameters(params):
             from kedro.framework.project import pipelines
 
             pipelines.configure(PIPELINES_MODULE)  # public: reset, so the next access rebuilds

@@ -1,11 +1,13 @@
-"""Nodes of the ``contrastive`` pipeline: image encoders per variant, fold and seed.
+"""Nodes of the ``contrastive`` pipeline: the steps of one grid cell -- fold inputs -> image model ->
+embeddings -> scores -- and the gatherers that stack every cell's tables (wiring: pipeline.py).
 
-Fold models exist to be evaluated: what leaves this pipeline are their representations (and
-joint-space embeddings); their weights stay in the resumable checkpoint folder. The all-patient
-models are what users keep (packaged with a model card by the evaluation pipeline).
+Fold models exist to be evaluated: what leaves a fold cell are the scores read off its
+representations; its weights stay in the resumable checkpoint folder. The all-patient (final) models
+are what users keep (packaged with a model card by the evaluation pipeline).
 
-Representation spaces: :mod:`~tpir_kedro.evaluation.fold_embeddings`. In the frozen regime the backbone's features of every patch under several views are computed once per
-seed and cached under the checkpoint folder (``feature_views/``), shared by every fold and variant.
+Representation spaces: :mod:`~tpir_kedro.evaluation.fold_embeddings`. In the frozen regime the
+backbone's features of every patch under several views are computed once per seed and cached under
+the checkpoint folder (``feature_views/``), shared by every cell of that seed.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def cell_fold_inputs(
     if fold != ALL_PATIENTS and fold not in set(patient_folds["fold"].astype(str)):
         raise ValueError(
             f"the grid has a cell for fold {fold!r}, but patient_folds has {sorted(set(patient_folds['fold']))}: "
-            "folds.held_out_patients names a patient (or section) the cohort does not have"
+            "it was made with other folds.held_out_patients; run data_engineering with this run's folds"
         )
     inputs = build_fold_inputs(
         cohort,

@@ -24,6 +24,7 @@ from tpir_kedro.evaluation.embedding_metrics import (
     summarise_transfer,
 )
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
+from tpir_kedro.evaluation.protocol import GeneScorecard
 from tpir_kedro.models.expression_baselines import harmony_embedding
 from tpir_kedro.models.gene_encoder import GeneEncoder
 from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
@@ -118,15 +119,11 @@ def lopo_label_transfer(
     gene_scorecard: dict,
 ) -> pd.DataFrame:
     """Leave-one-patient-out kNN label transfer, one row per embedding x held-out patient."""
+    scorecard = GeneScorecard.from_dict(gene_scorecard)
     per_embedding = _fold_embeddings(
-        cohort,
-        patient_folds,
-        fold_genes,
-        gene_encoders,
-        int(gene_scorecard["n_pcs"]),
-        int(gene_scorecard["seed"]),
+        cohort, patient_folds, fold_genes, gene_encoders, scorecard.n_pcs, scorecard.seed
     )
-    k = int(gene_scorecard["knn_k"])
+    k = scorecard.knn_k
     tables = [
         lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k).assign(embedding=name)
         for name, folds in per_embedding.items()
@@ -141,7 +138,8 @@ def all_patient_embeddings(
     cohort: AnnData, fold_genes: dict[str, list[str]], gene_encoders: dict, gene_scorecard: dict
 ) -> AnnData:
     """The cohort with ``obsm`` X_pca, X_harmony, X_scvi, X_scanvi from fits on every patient."""
-    n_pcs, seed = int(gene_scorecard["n_pcs"]), int(gene_scorecard["seed"])
+    scorecard = GeneScorecard.from_dict(gene_scorecard)
+    n_pcs, seed = scorecard.n_pcs, scorecard.seed
     out = cohort.copy()
     patients = sorted(cohort.obs["patient"].astype(str).unique())
     out.obsm["X_pca"] = (
@@ -169,6 +167,7 @@ def gene_embedding_scorecard(
     cohort_embedded: AnnData, gene_label_transfer: pd.DataFrame, gene_encoders: dict, gene_scorecard: dict
 ) -> pd.DataFrame:
     """One row per embedding: scib-metrics on the all-patient fit + LOPO kNN transfer (+ majority)."""
+    scorecard = GeneScorecard.from_dict(gene_scorecard)
     obs = cohort_embedded.obs
     rows = []
     baseline = gene_label_transfer[gene_label_transfer["embedding"] == "pca"]
@@ -181,8 +180,8 @@ def gene_embedding_scorecard(
                     cohort_embedded.obsm[f"X_{name}"],
                     obs["batch"].astype(str).to_numpy(),
                     obs["label"].astype(str).to_numpy(),
-                    n_neighbors=int(gene_scorecard["n_neighbors"]),
-                    seed=int(gene_scorecard["seed"]),
+                    n_neighbors=scorecard.n_neighbors,
+                    seed=scorecard.seed,
                 )
             )
         row.update(summarise_transfer(per_fold))
@@ -211,7 +210,7 @@ def _unseen_patient_invariance(cohort: AnnData, gene_encoders: dict, kind: str) 
 
 def gene_embedding_umaps(cohort_embedded: AnnData, gene_scorecard: dict) -> tuple[go.Figure, go.Figure]:
     """UMAPs of every embedding, coloured by patient and by label (all-patient fits)."""
-    seed = int(gene_scorecard["seed"])
+    seed = GeneScorecard.from_dict(gene_scorecard).seed
     coords = {
         name: umap_coordinates(cohort_embedded.obsm[f"X_{name}"], seed=seed)
         for name in cohort_embedded.uns["gene_embeddings"]["embeddings"]

@@ -1,0 +1,46 @@
+"""ParallelRunner's workers: spawn and one thread each for the run only; one GPU each."""
+
+from __future__ import annotations
+
+import os
+
+from tpir_kedro.parallel_workers import (
+    GPUS_VARIABLE,
+    THREAD_VARIABLES,
+    ParallelWorkers,
+    pin_worker_gpu,
+    worker_gpu,
+)
+
+PARALLEL = {"runner": "<kedro.runner.parallel_runner.ParallelRunner object at 0x7f>"}
+
+
+def test_workers_take_the_gpus_round_robin():
+    gpus = ["0", "1", "2"]
+    assert [worker_gpu(gpus, (i,)) for i in range(1, 6)] == ["0", "1", "2", "0", "1"]
+
+
+def test_the_parent_process_and_a_one_gpu_machine_are_left_alone(monkeypatch):
+    monkeypatch.setenv(GPUS_VARIABLE, "0,1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert pin_worker_gpu() is None and "CUDA_VISIBLE_DEVICES" not in os.environ  # not a pool worker
+    monkeypatch.setenv(GPUS_VARIABLE, "0")
+    assert pin_worker_gpu() is None
+
+
+def test_the_hook_sets_spawn_and_one_thread_for_parallel_runs_only_and_restores(monkeypatch):
+    for name in ("KEDRO_MP_CONTEXT", *THREAD_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "4")  # the user's choice stays
+    hook = ParallelWorkers()
+    hook.before_pipeline_run({"runner": "SequentialRunner"})
+    assert "KEDRO_MP_CONTEXT" not in os.environ
+    hook.before_pipeline_run(PARALLEL)
+    assert os.environ["KEDRO_MP_CONTEXT"] == "spawn" and os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ["MKL_NUM_THREADS"] == "4"
+    hook.after_pipeline_run()
+    assert "KEDRO_MP_CONTEXT" not in os.environ and "OMP_NUM_THREADS" not in os.environ
+    assert os.environ["MKL_NUM_THREADS"] == "4"
+    hook.before_pipeline_run(PARALLEL)
+    hook.on_pipeline_error()
+    assert "OMP_NUM_THREADS" not in os.environ
