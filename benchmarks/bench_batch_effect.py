@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import string
 import sys
 import time
@@ -65,6 +64,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_project import scratch_project  # noqa: E402
 
 KS, SEEDS = (0.0, 1.0, 3.0), (0, 1, 2)
 SS = (3.0, 1.0)  # the pre-registered reading is at s = 3: its column runs first
@@ -98,19 +98,6 @@ RISE, FLAT, ZERO_BAND, MONOTONE_GAP, ORACLE_BAND, AHEAD_AT_3, FALSIFY_MAX = (
 
 def cell_name(k: float, s: float) -> str:
     return f"k{k:g}_s{s:g}"
-
-
-def _scratch_project(work: Path) -> Path:
-    """A copy of the project's configuration and metadata; its data/ is the benchmark's own."""
-    work.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", ".telemetry"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, work / name)
-    shutil.rmtree(work / "conf", ignore_errors=True)
-    shutil.copytree(ROOT / "conf", work / "conf", ignore=shutil.ignore_patterns("local"))
-    (work / "conf" / "local").mkdir(exist_ok=True)
-    (work / "src").mkdir(exist_ok=True)
-    return work
 
 
 def cell_params(k: float, s: float, seeds, folds) -> dict:
@@ -495,7 +482,7 @@ def main() -> None:
     if not args.render:
         start = time.perf_counter()
         for s in ss:
-            project = _scratch_project(work / f"s{s:g}")
+            project = scratch_project(work / f"s{s:g}")
             for k in ks:
                 folder = out / "cells" / cell_name(k, s)
                 if (folder / "cell.json").is_file():

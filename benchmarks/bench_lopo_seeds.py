@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import string
 import sys
 import time
@@ -46,13 +45,10 @@ CONTROL, BASELINE, MARGIN, MIN_AHEAD = "supervised", "imagenet", 0.05, 3
 
 
 def _scratch_project(work: Path) -> Path:
-    work.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", ".telemetry"):
-        shutil.copy(ROOT / name, work / name)
-    shutil.rmtree(work / "conf", ignore_errors=True)
-    shutil.copytree(ROOT / "conf", work / "conf", ignore=shutil.ignore_patterns("local"))
-    (work / "conf" / "local").mkdir(exist_ok=True)
-    (work / "src").mkdir(exist_ok=True)
+    """:func:`scratch_project` reading the checkout's demo cohort in place."""
+    from scratch_project import scratch_project
+
+    scratch_project(work)
     raw = work / "data" / "01_raw"
     raw.mkdir(parents=True, exist_ok=True)
     demo = ROOT / "data" / "01_raw" / "demo_her2st"

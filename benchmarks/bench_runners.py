@@ -36,21 +36,11 @@ from pathlib import Path
 
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch_project import scratch_project  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 GRID = "contrastive,evaluation"
-
-
-def _scratch_project(work: Path) -> Path:
-    """A copy of the project's configuration and metadata; its data/ is the benchmark's own."""
-    work.mkdir(parents=True, exist_ok=True)
-    for name in ("pyproject.toml", ".telemetry"):
-        if (ROOT / name).exists():
-            shutil.copy(ROOT / name, work / name)
-    shutil.rmtree(work / "conf", ignore_errors=True)
-    shutil.copytree(ROOT / "conf", work / "conf", ignore=shutil.ignore_patterns("local"))
-    (work / "conf" / "local").mkdir(exist_ok=True)
-    (work / "src").mkdir(exist_ok=True)
-    return work
 
 
 def kedro_run(project: Path, pipelines: str, *args: str) -> float:
@@ -101,7 +91,7 @@ def differences(tables: dict[str, pd.DataFrame]) -> dict:
 
 def _copy_upstream(upstream: Path, target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
-    _scratch_project(target)
+    scratch_project(target)
     shutil.copytree(upstream / "data", target / "data")
     return target
 
@@ -125,7 +115,7 @@ def main() -> None:
         (args.out / "runners.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
         return
-    upstream = _scratch_project(work / "upstream")
+    upstream = scratch_project(work / "upstream")
     started = time.perf_counter()
     if not (upstream / "data" / "01_raw" / "demo_her2st").exists():
         kedro_run(upstream, "demo_cohort")

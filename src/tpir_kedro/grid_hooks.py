@@ -53,7 +53,7 @@ def _conf_parameters() -> dict[str, Any]:
     loader = OmegaConfigLoader(
         conf_source=str(Path(project) / settings.CONF_SOURCE),
         env=os.environ.get("KEDRO_ENV"),
-        **{k: v for k, v in settings.CONFIG_LOADER_ARGS.items()},
+        **settings.CONFIG_LOADER_ARGS,
     )
     return dict(loader["parameters"])
 

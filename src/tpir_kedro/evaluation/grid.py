@@ -56,7 +56,12 @@ class Grid:
 
     @property
     def folds(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c.fold for c in self.fold_cells))
+        return tuple(self.units)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Fold key -> the held-out patient or section, in grid order."""
+        return {c.fold: str(c.unit) for c in self.fold_cells}
 
 
 def grid_from_parameters(params: Mapping[str, Any]) -> Grid:

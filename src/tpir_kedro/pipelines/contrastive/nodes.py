@@ -12,6 +12,7 @@ the checkpoint folder (``feature_views/``), shared by every cell of that seed.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -90,12 +91,42 @@ def cell_fold_inputs(
     return inputs
 
 
+# Feature caches this process has opened, by (checkpoint folder, seed, patch store, training config).
+# Every cell of a seed reads the same cache, and finding it means building the backbone and hashing
+# every pixel of the store (seconds per call on a real 224 px store): done once per process, not per cell.
+_OPENED_VIEWS: dict[tuple[str, int, str, str], np.ndarray] = {}
+_MAX_OPENED_VIEWS = 8  # a few seeds x stores; a long-lived process (tests, notebooks) stays bounded
+
+
 def feature_views(
     config: TrainingConfig, store: PatchStore, checkpoint_root: Path, seed: int
 ) -> np.ndarray | None:
     """The frozen regime's cached (n_store, V, D) backbone features of every patch (None otherwise)."""
     if config.regime != "frozen":
         return None
+    key = (
+        str(Path(checkpoint_root).resolve()),
+        int(seed),
+        str(Path(store.path).resolve()),
+        json.dumps(config.to_dict(), sort_keys=True, default=str),
+    )
+    if key not in _OPENED_VIEWS:
+        if len(_OPENED_VIEWS) >= _MAX_OPENED_VIEWS:
+            _OPENED_VIEWS.pop(next(iter(_OPENED_VIEWS)))
+        _OPENED_VIEWS[key] = _open_feature_views(config, store, checkpoint_root, seed)
+    return _OPENED_VIEWS[key]
+
+
+def _views_for(
+    variant: VariantSpec, config: TrainingConfig, store: PatchStore, checkpoint_root: Path, seed: int
+) -> np.ndarray | None:
+    """The cached views a variant trains and is embedded on; None for the untrained baselines."""
+    return feature_views(config, store, checkpoint_root, seed) if variant.trains else None
+
+
+def _open_feature_views(
+    config: TrainingConfig, store: PatchStore, checkpoint_root: Path, seed: int
+) -> np.ndarray:
     import torch
 
     from tpir_kedro.models.feature_views import cached_feature_views
@@ -302,7 +333,7 @@ def cell_image_model(
     if not specs:
         return None, pd.DataFrame(columns=HISTORY_COLUMNS)
     spec = specs[0]
-    views = feature_views(config, patch_store, checkpoint_root, seed) if spec.trains else None
+    views = _views_for(spec, config, patch_store, checkpoint_root, seed)
     trained = _train(spec, fold_inputs, patch_store, Path(checkpoint_root), config, seed, views)
     return trained, _history_rows(trained, fold_inputs.fold, seed)
 
@@ -322,7 +353,7 @@ def cell_embeddings(
     if trained is None:
         return None
     config = TrainingConfig.from_dict(contrastive)
-    views = feature_views(config, patch_store, checkpoint_root, seed) if trained.variant.trains else None
+    views = _views_for(trained.variant, config, patch_store, checkpoint_root, seed)
     return _embed(trained, fold_inputs, patch_store, config, seed, views)
 
 
@@ -361,7 +392,7 @@ def final_image_model(
     if trained is None:
         return None
     config = TrainingConfig.from_dict(contrastive)
-    views = feature_views(config, patch_store, checkpoint_root, seed) if trained.variant.trains else None
+    views = _views_for(trained.variant, config, patch_store, checkpoint_root, seed)
     spaces = representations(trained, patch_store, fold_inputs.train_rows, config, views)
     space = ADAPTER if ADAPTER in spaces else BACKBONE  # what the packaged model's probe reads
     return {

@@ -117,18 +117,22 @@ def final_cell(cell: Cell) -> Pipeline:
     )
 
 
+def _floor_namespace(unit: str) -> str:
+    return SEPARATOR.join(["majority", unit])
+
+
 def majority_floor(fold: str, unit: str) -> Pipeline:
     return _cell(
         [
             _fold_inputs_node(fold),
             node(nodes.fold_majority_metrics, "fold_inputs", "probe_metrics", name="score_majority"),
         ],
-        SEPARATOR.join(["majority", unit]),
+        _floor_namespace(unit),
     )
 
 
 def collectors(grid: Grid) -> Pipeline:
-    floors = [SEPARATOR.join(["majority", c.unit]) for c in {c.fold: c for c in grid.fold_cells}.values()]
+    floors = [_floor_namespace(unit) for unit in grid.units.values()]
     stacks = []
     for table in CELL_TABLES:
         sources = [f"{c.namespace}.{table}" for c in grid.fold_cells]
@@ -156,7 +160,6 @@ def collectors(grid: Grid) -> Pipeline:
 
 
 def create_pipeline(grid: Grid, **kwargs) -> Pipeline:
-    units = {c.fold: c.unit for c in grid.fold_cells}
     cells = [fold_cell(c) for c in grid.fold_cells] + [final_cell(c) for c in grid.final_cells]
-    floors = [majority_floor(fold, unit) for fold, unit in units.items()]
+    floors = [majority_floor(fold, unit) for fold, unit in grid.units.items()]
     return Pipeline([*cells, *floors, collectors(grid)], tags=["contrastive"])
