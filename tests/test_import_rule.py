@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "tpir_kedro"
-UTILITIES = {"atomic_folder", "quiet_logs"}  # small top-level helpers any layer may use
+UTILITIES = {"atomic_folder", "quiet_logs", "typed_settings"}  # small top-level helpers any layer may use
 
 # What each domain package may import from the project, besides itself and the utilities.
 ALLOWED = {

@@ -9,12 +9,13 @@ or a value of the wrong kind fails here, naming the key, instead of deep inside 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from tpir_kedro.evaluation.expression_ridge import ALPHA_SCALE, N_COMPONENTS
 from tpir_kedro.evaluation.probes import PROBES
 from tpir_kedro.models.image_runs import check_evaluation_parameters
+from tpir_kedro.typed_settings import require_at_least, settings_from_dict
 
 EXPRESSION_PROTOCOLS = ("retrieval", "ridge")  # expression readouts; the rest classify tissue
 
@@ -34,16 +35,16 @@ class EvaluationProtocol:
     def from_dict(cls, params: Mapping[str, Any] | None) -> EvaluationProtocol:
         params = dict(params or {})
         check_evaluation_parameters(params)
-        protocol = cls(**_typed_values(cls, params, "evaluation"))
+        protocol = settings_from_dict(cls, params, "evaluation")
         for key, allowed in (("probes", PROBES), ("expression_protocols", EXPRESSION_PROTOCOLS)):
             bad = sorted(set(getattr(protocol, key)) - set(allowed))
             if bad:
                 raise ValueError(f"evaluation.{key}: unknown {bad}; choose from {list(allowed)}")
         if not protocol.probe_Cs or min(protocol.probe_Cs) <= 0:
             raise ValueError(f"evaluation.probe_Cs must be positive numbers, got {list(protocol.probe_Cs)}")
-        for key in ("knn_k", "n_top_genes", "expression_k", "ridge_components"):
-            if getattr(protocol, key) < 1:
-                raise ValueError(f"evaluation.{key} must be at least 1, got {getattr(protocol, key)}")
+        require_at_least(
+            "evaluation", protocol, 1, "knn_k", "n_top_genes", "expression_k", "ridge_components"
+        )
         return protocol
 
 
@@ -60,36 +61,6 @@ class GeneScorecard:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> GeneScorecard:
-        scorecard = cls(**_typed_values(cls, dict(params or {}), "gene_scorecard"))
-        for key in ("n_pcs", "knn_k", "n_neighbors"):
-            if getattr(scorecard, key) < 1:
-                raise ValueError(f"gene_scorecard.{key} must be at least 1, got {getattr(scorecard, key)}")
+        scorecard = settings_from_dict(cls, params, "gene_scorecard")
+        require_at_least("gene_scorecard", scorecard, 1, "n_pcs", "knn_k", "n_neighbors")
         return scorecard
-
-
-def _typed_values(cls, params: dict[str, Any], section: str) -> dict[str, Any]:
-    """``params`` checked against ``cls``' fields and cast to each default's type (a tuple default:
-    a list of its first element's type), every problem named as ``section.key``.
-    """
-    known = {f.name for f in fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(f"{section}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    values = {}
-    for f in fields(cls):
-        if f.name not in params:
-            continue
-        value, default = params[f.name], getattr(cls, f.name)
-        try:
-            if isinstance(default, tuple):
-                if isinstance(value, (str, int, float)) or value is None:
-                    raise TypeError
-                values[f.name] = tuple(type(default[0])(v) for v in value)
-            else:
-                if isinstance(value, bool) or value is None:
-                    raise TypeError
-                values[f.name] = type(default)(value)
-        except (TypeError, ValueError):
-            kind = "a list" if isinstance(default, tuple) else type(default).__name__
-            raise ValueError(f"{section}.{f.name} must be {kind} (like {default!r}), got {value!r}") from None
-    return values

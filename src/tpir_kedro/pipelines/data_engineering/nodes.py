@@ -9,8 +9,14 @@ from anndata import AnnData
 
 from tpir_kedro.cohort.her2st import ReadOptions
 from tpir_kedro.cohort.schema import is_classified
-from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
-from tpir_kedro.cohort.sources import LABELLED_SECTIONS, Her2stDirectory
+from tpir_kedro.cohort.settings import (
+    BatchEffectSettings,
+    CohortSettings,
+    GeneSelection,
+    PatchSettings,
+    SpotQC,
+)
+from tpir_kedro.cohort.sources import Her2stDirectory
 from tpir_kedro.cohort.spot_qc import add_batch_labels, filter_spots
 from tpir_kedro.evaluation.folds import (
     ALL_PATIENTS,
@@ -27,29 +33,18 @@ logger = logging.getLogger(__name__)
 
 def read_cohort(raw_cohort: Her2stDirectory, cohort: dict) -> AnnData:
     """All (or the configured) sections of the raw source, on the genes they share."""
+    settings = CohortSettings.from_dict(cohort)
     options = ReadOptions(
-        um_per_px={str(k): float(v) for k, v in (cohort.get("um_per_px") or {}).items()},
-        pitch_um=float(cohort.get("spot_pitch_um", 200.0)),
-        max_image_pixels=int(cohort.get("max_image_pixels", DEFAULT_MAX_PIXELS)),
+        um_per_px=settings.um_per_px,
+        pitch_um=settings.spot_pitch_um,
+        max_image_pixels=settings.max_image_pixels,
     )
-    return raw_cohort.read(
-        sections=_section_selection(cohort.get("sections")),
-        options=options,
-        n_jobs=int(cohort.get("n_jobs", 1)),
-    )
-
-
-def _section_selection(sections):
-    """None, a list, ``"labelled"``, or names separated by spaces (``kedro run --params`` splits on commas)."""
-    if isinstance(sections, str) and sections != LABELLED_SECTIONS:
-        return sections.split()
-    return sections
+    return raw_cohort.read(sections=settings.section_selection(), options=options, n_jobs=settings.n_jobs)
 
 
 def quality_filtered_spots(cohort_raw: AnnData, spot_qc: dict) -> tuple[AnnData, pd.DataFrame]:
-    return filter_spots(
-        cohort_raw, min_counts=int(spot_qc["min_counts"]), min_genes=int(spot_qc["min_genes"])
-    )
+    qc = SpotQC.from_dict(spot_qc)
+    return filter_spots(cohort_raw, min_counts=qc.min_counts, min_genes=qc.min_genes)
 
 
 def cohort_with_batch_labels(cohort_qc: AnnData, batch_key: str, folds: dict) -> AnnData:
@@ -74,16 +69,17 @@ def fold_gene_sets(cohort: AnnData, patient_folds: pd.DataFrame, genes: dict) ->
     """Per fold, the genes fitted on that fold's training patients; ``all`` for a final model."""
     from tpir_kedro.cohort.gene_selection import select_genes  # scanpy: only when genes are chosen
 
+    selection = GeneSelection.from_dict(genes)
     folds = {fold: train_patients(patient_folds, fold) for fold in patient_folds["fold"].unique()}
     folds[ALL_PATIENTS] = sorted(cohort.obs["patient"].astype(str).unique())
     return {
         fold: select_genes(
             cohort,
             patients,
-            n_top_genes=int(genes["n_top_genes"]),
-            min_spot_fraction=float(genes["min_spot_fraction"]),
-            exclude_patterns=genes.get("exclude_patterns") or (),
-            batch_key=str(genes.get("batch_key", "patient")),
+            n_top_genes=selection.n_top_genes,
+            min_spot_fraction=selection.min_spot_fraction,
+            exclude_patterns=selection.exclude_patterns,
+            batch_key=selection.batch_key,
         )
         for fold, patients in folds.items()
     }
@@ -91,11 +87,12 @@ def fold_gene_sets(cohort: AnnData, patient_folds: pd.DataFrame, genes: dict) ->
 
 def patch_tiling_plan(cohort: AnnData, patches: dict) -> TilingPlan:
     """What to tile; the patch-store dataset streams the patches to disk when it saves this."""
+    settings = PatchSettings.from_dict(patches)
     return plan_tiling(
         cohort,
-        size_um=float(patches["size_um"]),
-        size_px=int(patches["size_px"]),
-        max_image_pixels=int(patches.get("max_image_pixels", DEFAULT_MAX_PIXELS)),
+        size_um=settings.size_um,
+        size_px=settings.size_px,
+        max_image_pixels=settings.max_image_pixels,
     )
 
 
@@ -103,9 +100,8 @@ def raw_batch_effect(cohort: AnnData, batch_effect: dict) -> dict:
     """Silhouette by patient vs by class on PCA of log-normalised counts (the problem's size)."""
     from tpir_kedro.cohort.batch_effect import silhouettes_by_patient_and_class
 
-    return silhouettes_by_patient_and_class(
-        cohort, n_top_genes=int(batch_effect["n_top_genes"]), n_pcs=int(batch_effect["n_pcs"])
-    )
+    settings = BatchEffectSettings.from_dict(batch_effect)
+    return silhouettes_by_patient_and_class(cohort, n_top_genes=settings.n_top_genes, n_pcs=settings.n_pcs)
 
 
 def cohort_summary(cohort: AnnData) -> pd.DataFrame:

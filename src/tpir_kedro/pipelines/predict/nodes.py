@@ -20,6 +20,7 @@ from tpir_kedro.cohort.whole_slide import whole_slide_um_per_px
 from tpir_kedro.evaluation.held_out_scores import classes_absent, classification_metrics
 from tpir_kedro.imaging.patch_geometry import patch_side_px
 from tpir_kedro.imaging.patch_store import PatchStore
+from tpir_kedro.imaging.predict_settings import PredictSettings
 from tpir_kedro.imaging.slide_source import SlideSource, check_spots_inside
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
 from tpir_kedro.imaging.tiling import SectionTiles, TilingPlan
@@ -35,7 +36,7 @@ FEATURES_KEY = "X_image"
 
 def predict_image_model(image_models: PackagedModelFolders, predict: dict) -> PackagedImageModel:
     """The packaged model of ``predict.variant``; it must have a linear probe to predict classes."""
-    variant = predict["variant"]
+    variant = PredictSettings.from_dict(predict).variant
     try:
         model = image_models.load(variant)
     except KeyError as exc:
@@ -65,15 +66,14 @@ def slide_to_predict(predict_slide: SlideSource, predict: dict) -> SlideSource:
     """The slide at a known µm/px, its image readable: ``predict.um_per_px`` wins over the slide's
     own (its folder or catalog entry), which wins over a whole slide's metadata.
     """
-    slide, scale = predict_slide, predict.get("um_per_px")
+    settings = PredictSettings.from_dict(predict)
+    slide, scale = predict_slide, settings.um_per_px
     if scale is None and slide.um_per_px is None:
         scale = whole_slide_um_per_px(slide.image_path, section=slide.name)
         if scale is not None:
             logger.info("predict: µm/px %.4g from the whole slide's own metadata", scale)
     slide = slide.with_scale(scale)
-    width, height = image_size(
-        slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"])
-    )
+    width, height = image_size(slide.image_path, section=slide.name, max_pixels=settings.max_image_pixels)
     logger.info(
         "predict: slide %s, %dx%d px at %.4g µm/px (%s)",
         slide.name,
@@ -91,36 +91,30 @@ def slide_spots(
     """(n, 3+) ``spot_id, pixel_x, pixel_y`` (full-resolution px): the slide's spots, or when it has
     none, a grid of patch-sized tiles over its tissue (plus ``tissue_fraction``).
     """
-    slide = slide_to_predict
-    width, height = image_size(
-        slide.image_path, section=slide.name, max_pixels=int(predict["max_image_pixels"])
-    )
+    slide, settings = slide_to_predict, PredictSettings.from_dict(predict)
+    width, height = image_size(slide.image_path, section=slide.name, max_pixels=settings.max_image_pixels)
     if slide.spots is not None:
         check_spots_inside(slide.spots, width, height, slide)
         return slide.spots.reset_index(drop=True)
-    grid = predict["tile_grid"]
+    grid = settings.tile_grid
     size_um = float(predict_image_model.card["patch_size_um"])
     side = patch_side_px(size_um, slide.um_per_px)
-    stride = patch_side_px(float(grid.get("stride_um") or size_um), slide.um_per_px)
+    stride = patch_side_px(grid.stride_um or size_um, slide.um_per_px)
     thumbnail = slide_thumbnail(
         slide.image_path,
-        int(grid["thumbnail_max_side"]),
+        grid.thumbnail_max_side,
         section=slide.name,
-        max_pixels=int(predict["max_image_pixels"]),
+        max_pixels=settings.max_image_pixels,
     )
     thumbnail_um_per_px = slide.um_per_px / thumbnail.scale_xy[0]
-    closing_px = int(round(float(grid["closing_um"]) / thumbnail_um_per_px))
+    closing_px = int(round(grid.closing_um / thumbnail_um_per_px))
     mask = tissue_mask(
-        thumbnail.rgb,
-        int(grid["min_saturation"]),
-        int(grid["max_saturation"]),
-        int(grid["min_brightness"]),
-        closing_px,
+        thumbnail.rgb, grid.min_saturation, grid.max_saturation, grid.min_brightness, closing_px
     )
-    tiles = tissue_tile_grid(mask, thumbnail.full_size, side, stride, float(grid["min_tissue_fraction"]))
+    tiles = tissue_tile_grid(mask, thumbnail.full_size, side, stride, grid.min_tissue_fraction)
     if tiles.empty:
         raise CohortInputError(
-            f"no {size_um:g} µm tile is at least {grid['min_tissue_fraction']} tissue (tissue: {mask.mean():.1%} of the thumbnail); "
+            f"no {size_um:g} µm tile is at least {grid.min_tissue_fraction} tissue (tissue: {mask.mean():.1%} of the thumbnail); "
             "check predict.um_per_px, lower predict.tile_grid.min_tissue_fraction or min_saturation, or give spot coordinates (predict.spots)",
             path=slide.image_path,
             section=slide.name,
@@ -154,7 +148,7 @@ def slide_tiling_plan(
         size_um=float(card["patch_size_um"]),
         size_px=int(card["patch_size_px"]),
         sections=(tiles,),
-        max_image_pixels=int(predict["max_image_pixels"]),
+        max_image_pixels=PredictSettings.from_dict(predict).max_image_pixels,
     )
 
 
@@ -172,9 +166,9 @@ def slide_embeddings(
     store = slide_patch_store
     ((slide_name, section),) = store.meta["sections"].items()
     keys = _store_keys(slide_name, spot_ids)
-    device = None if predict.get("device", "auto") in (None, "auto") else str(predict["device"])
+    settings = PredictSettings.from_dict(predict)
     features = predict_image_model.embed(
-        store.patches, store.rows(keys), batch_size=int(predict["batch_size"]), device=device
+        store.patches, store.rows(keys), batch_size=settings.batch_size, device=settings.torch_device
     )
     card = predict_image_model.card
     obs = pd.DataFrame(
@@ -229,12 +223,9 @@ def slide_prediction_overlay(
     predict: dict,
 ) -> go.Figure:
     """The predicted class map over a thumbnail of the slide."""
-    slide, card = slide_to_predict, predict_image_model.card
+    slide, card, settings = slide_to_predict, predict_image_model.card, PredictSettings.from_dict(predict)
     thumbnail = slide_thumbnail(
-        slide.image_path,
-        int(predict["overlay_max_side"]),
-        section=slide.name,
-        max_pixels=int(predict["max_image_pixels"]),
+        slide.image_path, settings.overlay_max_side, section=slide.name, max_pixels=settings.max_image_pixels
     )
     title = f"{slide.name}: predicted tissue class ({card.get('variant', '')}, {len(slide_predictions)} patches of {card['patch_size_um']:g} µm)"
     if slide.description.startswith("demo"):

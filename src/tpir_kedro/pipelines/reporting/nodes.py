@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from anndata import AnnData
 
 from tpir_kedro.cohort.errors import CohortInputError
-from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
+from tpir_kedro.cohort.settings import CohortSettings
 from tpir_kedro.imaging.slide_thumbnail import slide_thumbnail
 from tpir_kedro.reporting import (
     cohort_overview,
@@ -26,6 +26,7 @@ from tpir_kedro.reporting import (
 from tpir_kedro.reporting.html_report import ReportFigure, render_html_report
 from tpir_kedro.reporting.message_figure import message_figure
 from tpir_kedro.reporting.provenance import provenance_html
+from tpir_kedro.reporting.settings import ReportingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,9 @@ def slide_label_figure(cohort: AnnData, reporting: dict, cohort_options: dict) -
     """``reporting.slide.section`` (default: the first labelled section with an image) over a
     thumbnail of its image; only obs, ``uns["sections"]`` and a downsampled image are touched.
     """
-    slide = reporting.get("slide") or {}
+    slide = ReportingSettings.from_dict(reporting).slide
     obs = cohort.obs
-    requested = slide.get("section")
+    requested = slide.section
     section = str(requested) if requested else slide_labels.default_section(obs)
     available = sorted(obs["section"].astype(str).unique())
     if section is None or section not in available:
@@ -56,10 +57,10 @@ def slide_label_figure(cohort: AnnData, reporting: dict, cohort_options: dict) -
         note = "this section has no image: spots only"
     else:
         try:
-            max_pixels = int(cohort_options.get("max_image_pixels", DEFAULT_MAX_PIXELS))
+            max_pixels = CohortSettings.from_dict(cohort_options).max_image_pixels
             thumbnail = slide_thumbnail(
                 image_path,
-                int(slide.get("thumbnail_max_side_px", 1024)),
+                slide.thumbnail_max_side_px,
                 section=section,
                 max_pixels=max_pixels,
             )
@@ -73,20 +74,20 @@ def slide_label_figure(cohort: AnnData, reporting: dict, cohort_options: dict) -
         section,
         thumbnail,
         note=note,
-        marker_px=float(slide.get("spot_marker_px", 6)),
-        jpeg_quality=int(slide.get("jpeg_quality", 85)),
+        marker_px=slide.spot_marker_px,
+        jpeg_quality=slide.jpeg_quality,
     )
 
 
 def training_curves_figure(training_history: pd.DataFrame, reporting: dict) -> go.Figure:
     return training_curves.training_curves_figure(
-        training_history, columns=int(reporting.get("training_curve_columns", 3))
+        training_history, columns=ReportingSettings.from_dict(reporting).training_curve_columns
     )
 
 
 def confusion_matrix_figure(confusion_matrices: pd.DataFrame, reporting: dict) -> go.Figure:
     return confusion_heatmaps.confusion_matrix_figure(
-        confusion_matrices, probe=str(reporting.get("confusion_probe", "logistic"))
+        confusion_matrices, probe=ReportingSettings.from_dict(reporting).confusion_probe
     )
 
 
@@ -142,7 +143,7 @@ def html_report(
             "Pooled over held-out patients and seeds; pick a variant and probe in the dropdown.",
         ),
     ]
-    title = str(reporting.get("title") or "Run report")
+    title = ReportingSettings.from_dict(reporting).title or "Run report"
     return render_html_report(
         title, figures, provenance_html(run_info), subtitle=f"run {run_info.get('run_id')}"
     )
