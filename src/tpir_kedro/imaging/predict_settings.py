@@ -62,7 +62,8 @@ class PredictSettings:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> PredictSettings:
-        params = {k: v for k, v in (params or {}).items() if k not in CATALOG_KEYS}
+        if isinstance(params, Mapping):
+            params = {k: v for k, v in params.items() if k not in CATALOG_KEYS}
         return settings_from_dict(cls, params, "predict")
 
     @property
