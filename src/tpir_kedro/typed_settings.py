@@ -17,9 +17,19 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, fields, is_dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
+
+
+class SectionSettings:
+    """Base of a top-level parameter section's dataclass: ``from_dict`` reads ``params:<SECTION>``."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None):
+        return settings_from_dict(cls, params, cls.SECTION)
 
 
 def settings_from_dict(cls: type[T], params: Mapping[str, Any] | None, section: str) -> T:

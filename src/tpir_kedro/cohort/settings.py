@@ -7,18 +7,18 @@ kind fails before any file is read, naming ``section.key``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
 from tpir_kedro.cohort.sources import LABELLED_SECTIONS
-from tpir_kedro.typed_settings import require_at_least, require_positive, settings_from_dict
+from tpir_kedro.typed_settings import SectionSettings, require_at_least, require_positive
 
 
 @dataclass(frozen=True)
-class CohortSettings:
+class CohortSettings(SectionSettings):
     """``cohort``: which sections to read, and how to scale their images."""
+
+    SECTION = "cohort"
 
     # None: all; a list; "labelled"; or names separated by spaces ("A1 B1": `kedro run --params`
     # splits its argument on commas, so a list cannot be given there)
@@ -34,10 +34,6 @@ class CohortSettings:
         if any(v <= 0 for v in self.um_per_px.values()):
             raise ValueError(f"cohort.um_per_px must be positive, got {self.um_per_px}")
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> CohortSettings:
-        return settings_from_dict(cls, params, "cohort")
-
     def section_selection(self) -> list[str] | str | None:
         """What the cohort source's ``read(sections=...)`` takes."""
         if isinstance(self.sections, str) and self.sections != LABELLED_SECTIONS:
@@ -46,8 +42,10 @@ class CohortSettings:
 
 
 @dataclass(frozen=True)
-class SpotQC:
+class SpotQC(SectionSettings):
     """``spot_qc``: a spot is kept with at least this many counts and detected genes."""
+
+    SECTION = "spot_qc"
 
     min_counts: int = 100
     min_genes: int = 50
@@ -55,14 +53,12 @@ class SpotQC:
     def __post_init__(self):
         require_at_least("spot_qc", self, 0, "min_counts", "min_genes")
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> SpotQC:
-        return settings_from_dict(cls, params, "spot_qc")
-
 
 @dataclass(frozen=True)
-class GeneSelection:
+class GeneSelection(SectionSettings):
     """``genes``: each fold's genes, fitted on its training patients only."""
+
+    SECTION = "genes"
 
     n_top_genes: int = 300
     min_spot_fraction: float = 0.01
@@ -75,14 +71,12 @@ class GeneSelection:
         if self.min_spot_fraction > 1:
             raise ValueError(f"genes.min_spot_fraction is a fraction of spots, got {self.min_spot_fraction}")
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> GeneSelection:
-        return settings_from_dict(cls, params, "genes")
-
 
 @dataclass(frozen=True)
-class PatchSettings:
+class PatchSettings(SectionSettings):
     """``patches``: every spot's patch, of a physical side resampled to a pixel size."""
+
+    SECTION = "patches"
 
     size_um: float = 112.0
     size_px: int = 48
@@ -92,21 +86,15 @@ class PatchSettings:
         require_positive("patches", self, "size_um")
         require_at_least("patches", self, 1, "size_px", "max_image_pixels")
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> PatchSettings:
-        return settings_from_dict(cls, params, "patches")
-
 
 @dataclass(frozen=True)
-class BatchEffectSettings:
+class BatchEffectSettings(SectionSettings):
     """``batch_effect``: the raw batch effect's size, on PCA of the most variable genes."""
+
+    SECTION = "batch_effect"
 
     n_top_genes: int = 2000
     n_pcs: int = 30
 
     def __post_init__(self):
         require_at_least("batch_effect", self, 1, "n_top_genes", "n_pcs")
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> BatchEffectSettings:
-        return settings_from_dict(cls, params, "batch_effect")

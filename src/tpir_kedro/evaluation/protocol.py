@@ -15,13 +15,15 @@ from typing import Any
 from tpir_kedro.evaluation.expression_ridge import ALPHA_SCALE, N_COMPONENTS
 from tpir_kedro.evaluation.probes import PROBES
 from tpir_kedro.models.image_runs import check_evaluation_parameters
-from tpir_kedro.typed_settings import require_at_least, settings_from_dict
+from tpir_kedro.typed_settings import SectionSettings, require_at_least
 
 EXPRESSION_PROTOCOLS = ("retrieval", "ridge")  # expression readouts; the rest classify tissue
 
 
 @dataclass(frozen=True)
-class EvaluationProtocol:
+class EvaluationProtocol(SectionSettings):
+    SECTION = "evaluation"
+
     probes: tuple[str, ...] = PROBES
     probe_Cs: tuple[float, ...] = (0.01, 0.1, 1.0)
     knn_k: int = 15
@@ -31,36 +33,34 @@ class EvaluationProtocol:
     ridge_components: int = N_COMPONENTS
     ridge_alpha_scale: float = ALPHA_SCALE
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> EvaluationProtocol:
-        params = dict(params or {})
-        check_evaluation_parameters(params)
-        protocol = settings_from_dict(cls, params, "evaluation")
+    def __post_init__(self):
         for key, allowed in (("probes", PROBES), ("expression_protocols", EXPRESSION_PROTOCOLS)):
-            bad = sorted(set(getattr(protocol, key)) - set(allowed))
+            bad = sorted(set(getattr(self, key)) - set(allowed))
             if bad:
                 raise ValueError(f"evaluation.{key}: unknown {bad}; choose from {list(allowed)}")
-        if not protocol.probe_Cs or min(protocol.probe_Cs) <= 0:
-            raise ValueError(f"evaluation.probe_Cs must be positive numbers, got {list(protocol.probe_Cs)}")
-        require_at_least(
-            "evaluation", protocol, 1, "knn_k", "n_top_genes", "expression_k", "ridge_components"
-        )
-        return protocol
+        if not self.probe_Cs or min(self.probe_Cs) <= 0:
+            raise ValueError(f"evaluation.probe_Cs must be positive numbers, got {list(self.probe_Cs)}")
+        require_at_least("evaluation", self, 1, "knn_k", "n_top_genes", "expression_k", "ridge_components")
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any] | None) -> EvaluationProtocol:
+        if isinstance(params, Mapping):
+            check_evaluation_parameters(params)  # keys that moved elsewhere, named with where
+        return super().from_dict(params)
 
 
 @dataclass(frozen=True)
-class GeneScorecard:
+class GeneScorecard(SectionSettings):
     """How the gene embeddings are scored: PCA / Harmony baselines, LOPO kNN label transfer,
     scib-metrics' neighbour graph, and the seed of all of them.
     """
+
+    SECTION = "gene_scorecard"
 
     n_pcs: int = 30
     knn_k: int = 15
     n_neighbors: int = 15
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> GeneScorecard:
-        scorecard = settings_from_dict(cls, params, "gene_scorecard")
-        require_at_least("gene_scorecard", scorecard, 1, "n_pcs", "knn_k", "n_neighbors")
-        return scorecard
+    def __post_init__(self):
+        require_at_least("gene_scorecard", self, 1, "n_pcs", "knn_k", "n_neighbors")

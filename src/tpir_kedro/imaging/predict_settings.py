@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tpir_kedro.cohort.slide_image import DEFAULT_MAX_PIXELS
-from tpir_kedro.typed_settings import require_at_least, require_positive, settings_from_dict
+from tpir_kedro.typed_settings import SectionSettings, require_at_least, require_positive
 
 CATALOG_KEYS = ("slide", "spots", "labels")
 
@@ -46,7 +46,9 @@ class TileGridSettings:
 
 
 @dataclass(frozen=True)
-class PredictSettings:
+class PredictSettings(SectionSettings):
+    SECTION = "predict"
+
     variant: str = "scanvi_infonce"  # which packaged model of the latest `train` run
     um_per_px: float | None = None  # None: the slide's own, else a whole slide's metadata
     max_image_pixels: int = DEFAULT_MAX_PIXELS
@@ -64,7 +66,7 @@ class PredictSettings:
     def from_dict(cls, params: Mapping[str, Any] | None) -> PredictSettings:
         if isinstance(params, Mapping):
             params = {k: v for k, v in params.items() if k not in CATALOG_KEYS}
-        return settings_from_dict(cls, params, "predict")
+        return super().from_dict(params)
 
     @property
     def torch_device(self) -> str | None:

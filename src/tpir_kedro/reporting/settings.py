@@ -4,12 +4,10 @@ equal the conf (a test reads it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from tpir_kedro.evaluation.probes import PROBES
-from tpir_kedro.typed_settings import require_at_least, settings_from_dict
+from tpir_kedro.typed_settings import SectionSettings, require_at_least
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,9 @@ class SlideFigureSettings:
 
 
 @dataclass(frozen=True)
-class ReportingSettings:
+class ReportingSettings(SectionSettings):
+    SECTION = "reporting"
+
     title: str = "tpir_kedro: image encoder trained against spatial transcriptomics"
     slide: SlideFigureSettings = field(default_factory=SlideFigureSettings)
     confusion_probe: str = "logistic"  # whose confusion matrices the report opens on
@@ -42,7 +42,3 @@ class ReportingSettings:
             raise ValueError(
                 f"reporting.confusion_probe: unknown {self.confusion_probe!r}; choose from {list(PROBES)}"
             )
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any] | None) -> ReportingSettings:
-        return settings_from_dict(cls, params, "reporting")
