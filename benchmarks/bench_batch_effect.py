@@ -177,10 +177,13 @@ def fold_scores(cells: dict) -> pd.DataFrame:
         means = fold_means(_arm_rows(cell["results"]), ["variant", "probe"], ["macro_f1"])
         frames.append(means.assign(k=k, s=s))
     scores = pd.concat(frames, ignore_index=True)
-    oracle = scores[(scores["variant"] == "clip") & (scores["k"] == 0.0)]
-    for k in sorted(scores["k"].unique()):
-        frames.append(oracle.assign(k=k, variant=ORACLE))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat([scores, *_oracle_rows(scores, cells)], ignore_index=True)
+
+
+def _oracle_rows(table: pd.DataFrame, cells: dict) -> list[pd.DataFrame]:
+    """The oracle of each finished cell: CLIP of the k = 0 cell of its s (same images, spots, labels)."""
+    oracle = table[(table["variant"] == "clip") & (table["k"] == 0.0)]
+    return [oracle[oracle["s"] == s].assign(k=k, variant=ORACLE) for k, s in sorted(cells)]
 
 
 def decodability(cells: dict) -> pd.DataFrame:
@@ -204,9 +207,7 @@ def decodability(cells: dict) -> pd.DataFrame:
                 }
             )
     table = pd.DataFrame(rows)
-    oracle = table[(table["variant"] == "clip") & (table["k"] == 0.0)]
-    extra = [oracle.assign(k=k, variant=ORACLE) for k in sorted(table["k"].unique())]
-    return pd.concat([table, *extra], ignore_index=True)
+    return pd.concat([table, *_oracle_rows(table, cells)], ignore_index=True)
 
 
 def gene_silhouettes(cells: dict) -> pd.DataFrame:

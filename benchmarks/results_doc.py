@@ -474,7 +474,10 @@ def batch_effect_section(folder: Path) -> list[str]:
         f"{', '.join(criteria.get('did_not_hold', [])) or 'none'}. Δ(k) at s = 3: "
         + ", ".join(f"{k} {_fmt(v, True)}" for k, v in criteria.get("delta_by_k_s3", {}).items())
         + "; CLIP's patient-decodability rise from k = 0 to 3: "
-        + ", ".join(f"{s} {_fmt(v, True)}" for s, v in criteria.get("clip_decodability_rise", {}).items())
+        + ", ".join(
+            f"{s} {_fmt(v, True) or 'not yet (its k = 3 cell is not run)'}"
+            for s, v in criteria.get("clip_decodability_rise", {}).items()
+        )
         + f"; scvi_infonce's at s = 3: {_fmt(criteria.get('scvi_decodability_rise_s3'), True)}.",
         "",
         "Macro-F1 (logistic probe, mean over held-out patients) and patient decodability (training patients, "
