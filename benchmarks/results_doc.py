@@ -443,10 +443,16 @@ def batch_effect_section(folder: Path) -> list[str]:
             f"| {r['s']:g} | {r['comparison']} ({r['a']} − {r['b']}) | {r['k']:g} | {_fmt(r['mean_difference'], True)} | "
             f"[{_fmt(r['ci_low'], True)}, {_fmt(r['ci_high'], True)}] | {int(r['n_folds_ahead'])}/{int(r['n_folds'])} |"
         )
-    glines = ["| s | k | gene embedding | silhouette by patient | by class |", "|---|---|---|---|---|"]
+    decod = "patient_decodability" in genes.columns and genes["patient_decodability"].notna().any()
+    glines = [
+        "| s | k | gene embedding | silhouette by patient | by class |"
+        + (" patient decodability (fold fits) |" if decod else ""),
+        "|---|---|---|---|---|" + ("---|" if decod else ""),
+    ]
     for _, r in genes.sort_values(["s", "k", "embedding"], ascending=[False, True, True]).iterrows():
         glines.append(
             f"| {r['s']:g} | {r['k']:g} | {r['embedding']} | {_fmt(r['silhouette_patient'])} | {_fmt(r['silhouette_class'])} |"
+            + (f" {_fmt(r['patient_decodability'])} |" if decod else "")
         )
     control = ", ".join(
         f"{s}: {'PASS' if c['passed'] else 'FAIL'} (Δ {_fmt(c['mean'], True)}, {c['folds_ahead']} folds ahead, at k = {c['k']:g})"
@@ -489,7 +495,15 @@ def batch_effect_section(folder: Path) -> list[str]:
         "",
         *dlines,
         "",
-        "The gene side (the pipeline's scorecard on all patients; `pca` is uncorrected expression):",
+        "The gene side (silhouettes: the pipeline's scorecard, fits on all patients; `pca` is uncorrected "
+        "expression"
+        + (
+            "; patient decodability: the image side's check on each fold's gene embeddings of its training "
+            "patients, mean over folds, chance 0.2 -- added after the grid ran, from `--gene-side`"
+            if decod
+            else ""
+        )
+        + "):",
         "",
         *glines,
         "",

@@ -4,10 +4,16 @@ high with one."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from tpir_kedro.cohort.schema import TISSUE_CLASSES
-from tpir_kedro.evaluation.patient_decodability import class_balanced_rows, patient_decodability
+from tpir_kedro.evaluation.folds import patient_folds
+from tpir_kedro.evaluation.patient_decodability import (
+    class_balanced_rows,
+    fold_patient_decodability,
+    patient_decodability,
+)
 
 N_PATIENTS, DIM = 5, 16
 
@@ -59,3 +65,21 @@ def test_undefined_without_two_patients_or_a_shared_class():
     assert np.isnan(patient_decodability(features[one], labels[one], patients[one])["accuracy"])
     disjoint = np.where(patients == "P0", "invasive cancer", "adipose tissue")
     assert np.isnan(patient_decodability(features, disjoint, patients)["accuracy"])
+
+
+def test_fold_embeddings_are_read_on_the_training_patients_only():
+    features, labels, patients, rng = spots()
+    obs = pd.DataFrame({"patient": patients, "label": labels, "has_image": True})
+    folds = patient_folds(obs, held_out=["P0", "P1"])
+    offsets = rng.normal(0, 1.5, (N_PATIENTS, DIM))
+    coded = features + offsets[np.searchsorted(np.unique(patients), patients)]
+    # Fold P0's embedding carries the patient; fold P1's does not. The held-out patient's own rows
+    # are garbage in both: were they read, fold P1 would decode P1 from them.
+    garbage = {"holdout_P0": coded.copy(), "holdout_P1": features.copy()}
+    garbage["holdout_P0"][patients == "P0"] = 99.0
+    garbage["holdout_P1"][patients == "P1"] = rng.normal(50, 1, ((patients == "P1").sum(), DIM))
+    table = fold_patient_decodability(garbage, obs, folds).set_index("fold")
+    assert list(table.index) == ["holdout_P0", "holdout_P1"]
+    assert (table["patient_decodability_chance"] == 1 / (N_PATIENTS - 1)).all()
+    assert table.loc["holdout_P0", "patient_decodability"] > 0.8
+    assert table.loc["holdout_P1", "patient_decodability"] < 1 / (N_PATIENTS - 1) + 0.1

@@ -12,7 +12,7 @@ from tpir_kedro.cohort.sources import Her2stDirectory
 from tpir_kedro.cohort.spot_qc import add_batch_labels
 from tpir_kedro.evaluation.folds import patient_folds
 from tpir_kedro.pipelines.data_engineering.nodes import fold_gene_sets
-from tpir_kedro.pipelines.gene_vae.nodes import fold_gene_encoders
+from tpir_kedro.pipelines.gene_vae.nodes import fold_gene_encoders, lopo_label_transfer
 
 GENES = {"n_top_genes": 40, "min_spot_fraction": 0.01, "exclude_patterns": []}
 GENE_VAE = {
@@ -75,6 +75,28 @@ def test_replacing_the_held_out_patient_changes_nothing_fitted_for_its_fold(coho
     assert all("C" not in e.batch_categories for e in encoders["holdout_C"].values())
     # The all-patient encoder does see C, so the comparison above is not vacuous.
     assert "C" in encoders["all"]["scvi"].batch_categories
+
+
+def _gene_side_decodability(cohort):
+    folds = patient_folds(cohort.obs, held_out=["C"])
+    genes = fold_gene_sets(cohort, folds, GENES)
+    encoders = fold_gene_encoders(cohort, folds, genes, GENE_VAE)
+    table = lopo_label_transfer(cohort, folds, genes, encoders, {"n_pcs": 5, "knn_k": 5, "seed": 0})
+    return table.set_index("embedding")
+
+
+def test_the_gene_side_patient_decodability_never_reads_the_held_out_patient(cohort):
+    table = _gene_side_decodability(cohort)
+    scrambled = _gene_side_decodability(_scrambled(cohort, "C"))
+    # Every inductive embedding: the same score without C's data; Harmony is transductive (it
+    # aligns C's expression with the others), so its training-patient embedding may move.
+    for embedding in ("pca", "scvi", "scanvi"):
+        row, other = table.loc[embedding], scrambled.loc[embedding]
+        assert row["patient_decodability_chance"] == 1 / 2  # A and B: C never counts as a patient
+        assert 0 <= row["patient_decodability"] <= 1
+        assert row["patient_decodability"] == other["patient_decodability"]
+        assert row["n_decodability_spots"] == other["n_decodability_spots"] > 0
+    assert np.isnan(table.loc["majority", "patient_decodability"])
 
 
 def test_a_fold_with_too_few_training_spots_is_an_error(cohort):

@@ -87,11 +87,21 @@ def test_gene_vae_fits_scvi_and_scanvi_per_fold_embeds_and_scores_them(catalog, 
         assert embedded.obsm[key].shape == (embedded.n_obs, width) and np.isfinite(embedded.obsm[key]).all()
     scorecard = catalog.load("gene_embedding_scorecard")
     assert list(scorecard["embedding"]) == ["pca", "harmony", "scvi", "scanvi", "majority"]
-    for column in ("ilisi", "silhouette_patient", "lopo_knn_macro_f1", "lopo_knn_macro_f1_sd"):
+    for column in (
+        "ilisi",
+        "silhouette_patient",
+        "lopo_knn_macro_f1",
+        "lopo_knn_macro_f1_sd",
+        "patient_decodability",
+    ):
         assert column in scorecard.columns
     assert scorecard.loc[scorecard["embedding"] == "scvi", "unseen_patient_max_abs_change"].item() < 1e-4
     transfer = catalog.load("gene_label_transfer")
     assert set(transfer["held_out_patient"]) == {"B"}
+    # The gene side's mechanism check is read on the fold's training patients, A and C (chance 1/2).
+    embedded_rows = transfer[transfer["embedding"] != "majority"]
+    assert (embedded_rows["patient_decodability_chance"] == 1 / 2).all()
+    assert embedded_rows["patient_decodability"].between(0, 1).all()
     assert (trained_demo_project / "data/08_reporting/gene_umap_by_patient.json").is_dir()
 
 

@@ -10,12 +10,14 @@ tissue class each patient contributes the same number of spots, and chance is 1 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tpir_kedro.cohort.schema import is_classified
+from tpir_kedro.evaluation.folds import train_patients
 
 
 def class_balanced_rows(
@@ -95,3 +97,50 @@ def patient_decodability(
     predicted = cross_val_predict(model, x, y, cv=folds)
     out["accuracy"] = float((predicted == y).mean())
     return out
+
+
+def fold_patient_decodability(
+    embeddings: dict[str, np.ndarray], obs: pd.DataFrame, folds: pd.DataFrame, *, seed: int = 0
+) -> pd.DataFrame:
+    """The same check on a fold-fitted representation of every spot, read on each fold's training patients.
+
+    Used for the gene side: what a fold's gene encoder hands the image encoder as its target. A
+    contrastive image encoder can only learn the patient from its gene side if the patient can be
+    read off that side, so this is the image side's check one step upstream (same classifier, same
+    class balancing, the same patients).
+
+    Parameters
+    ----------
+    embeddings
+        fold key -> (n_obs, d) embedding of every spot of ``obs`` (row-aligned) by that fold's model.
+    obs
+        cohort obs (``patient``, ``label``), n_obs rows.
+    folds
+        the fold table (:func:`tpir_kedro.evaluation.folds.patient_folds`).
+
+    Returns
+    -------
+        One row per fold of ``embeddings`` found in ``folds``: ``fold``, ``patient_decodability``
+        (the accuracy), ``patient_decodability_chance``, ``n_decodability_spots``.
+    """
+    patients = obs["patient"].astype(str).to_numpy()
+    labels = obs["label"].astype(str).to_numpy()
+    rows = []
+    for fold in pd.unique(folds["fold"].astype(str)):
+        if fold not in embeddings:
+            continue
+        train = np.isin(patients, train_patients(folds, fold))  # the held-out patient never enters
+        score = patient_decodability(
+            np.asarray(embeddings[fold])[train], labels[train], patients[train], seed=seed
+        )
+        rows.append(
+            {
+                "fold": fold,
+                "patient_decodability": score["accuracy"],
+                "patient_decodability_chance": score["chance"],
+                "n_decodability_spots": score["n_spots"],
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["fold", "patient_decodability", "patient_decodability_chance", "n_decodability_spots"]
+    )

@@ -24,6 +24,7 @@ from tpir_kedro.evaluation.embedding_metrics import (
     summarise_transfer,
 )
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
+from tpir_kedro.evaluation.patient_decodability import fold_patient_decodability
 from tpir_kedro.evaluation.protocol import GeneScorecard
 from tpir_kedro.models.expression_baselines import harmony_embedding
 from tpir_kedro.models.gene_encoder import GeneEncoder
@@ -118,14 +119,21 @@ def lopo_label_transfer(
     gene_encoders: dict,
     gene_scorecard: dict,
 ) -> pd.DataFrame:
-    """Leave-one-patient-out kNN label transfer, one row per embedding x held-out patient."""
+    """Leave-one-patient-out kNN label transfer, one row per embedding x held-out patient, with the
+    patient decodability of the fold's embedding on its training patients (what the image encoder
+    of that fold is taught from; :func:`~tpir_kedro.evaluation.patient_decodability.fold_patient_decodability`).
+    """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
     per_embedding = _fold_embeddings(
         cohort, patient_folds, fold_genes, gene_encoders, scorecard.n_pcs, scorecard.seed
     )
     k = scorecard.knn_k
     tables = [
-        lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k).assign(embedding=name)
+        lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k)
+        .merge(
+            fold_patient_decodability(folds, cohort.obs, patient_folds, seed=scorecard.seed), "left", "fold"
+        )
+        .assign(embedding=name)
         for name, folds in per_embedding.items()
     ]
     tables.append(majority_transfer(cohort.obs, patient_folds).assign(embedding="majority"))
@@ -166,7 +174,9 @@ def all_patient_embeddings(
 def gene_embedding_scorecard(
     cohort_embedded: AnnData, gene_label_transfer: pd.DataFrame, gene_encoders: dict, gene_scorecard: dict
 ) -> pd.DataFrame:
-    """One row per embedding: scib-metrics on the all-patient fit + LOPO kNN transfer (+ majority)."""
+    """One row per embedding: scib-metrics on the all-patient fit + LOPO kNN transfer (+ majority),
+    and the patient decodability of the fold fits on their training patients (mean over folds).
+    """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
     obs = cohort_embedded.obs
     rows = []
@@ -185,6 +195,8 @@ def gene_embedding_scorecard(
                 )
             )
         row.update(summarise_transfer(per_fold))
+        if name != "majority":  # the fold fits' mean, comparable with the image side's check
+            row["patient_decodability"] = float(per_fold["patient_decodability"].mean())
         if name not in ("pca", "majority"):
             diff = paired_fold_differences(per_fold, baseline, metric="macro_f1")
             row.update({f"vs_pca_{k}": v for k, v in diff.items()})
