@@ -507,7 +507,7 @@ def batch_effect_section(folder: Path) -> list[str]:
         "",
         *glines,
         "",
-        f"**Wall time**: {_minutes(wall)} over the cells run so far.",
+        f"**Wall time**: {_minutes(wall)} over the {len(cells)} cells (each cell's own time in its `cell.json`).",
         "",
     ]
 
