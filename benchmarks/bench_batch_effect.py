@@ -434,7 +434,7 @@ def reading(diffs: pd.DataFrame, dec: pd.DataFrame, n_folds: int) -> dict:
 # --- figures -------------------------------------------------------------------------------------
 
 
-def figures(diffs: pd.DataFrame, dec: pd.DataFrame):
+def figures(diffs: pd.DataFrame, dec: pd.DataFrame, genes: pd.DataFrame | None = None):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -478,11 +478,28 @@ def figures(diffs: pd.DataFrame, dec: pd.DataFrame):
                 row=1,
                 col=col,
             )
+        # The gene side's targets (dashed), read by the same check, where --gene-side has run.
+        if genes is not None and "patient_decodability" in genes.columns:
+            targets = genes[(genes["s"] == s) & genes["patient_decodability"].notna()]
+            for embedding, rows in targets.sort_values("k").groupby("embedding"):
+                decod.add_trace(
+                    go.Scatter(
+                        x=rows["k"],
+                        y=rows["patient_decodability"],
+                        mode="lines+markers",
+                        line={"dash": "dash"},
+                        name=f"gene side: {embedding}",
+                        legendgroup=f"gene_{embedding}",
+                        showlegend=col == 1,
+                    ),
+                    row=1,
+                    col=col,
+                )
         chance = float(dec.loc[dec["s"] == s, "chance"].mean())
         decod.add_hline(y=chance, line_dash="dot", row=1, col=col)
     decod.update_layout(
-        title="Patient decodability of the image embeddings (training patients, class-balanced; dotted: chance) "
-        "(simulated demo)",
+        title="Patient decodability of the image embeddings and, dashed, of the gene embeddings they are "
+        "taught from (training patients, class-balanced; dotted: chance) (simulated demo)",
         yaxis_title="accuracy decoding the patient",
     )
     decod.update_xaxes(title_text="batch strength k")
@@ -519,12 +536,13 @@ def summarise(out: Path, n_folds: int) -> dict:
     diffs = deltas(scores)
     grid_table(scores, dec).to_csv(out / "grid.csv", index=False)
     diffs.to_csv(out / "deltas.csv", index=False)
-    gene_silhouettes(cells).to_csv(out / "gene_silhouettes.csv", index=False)
+    genes = gene_silhouettes(cells)
+    genes.to_csv(out / "gene_silhouettes.csv", index=False)
     verdict = reading(diffs, dec, n_folds)
     verdict["same_spots_across_k"] = same_spots_across_k(cells)
     verdict["cells"] = {cell_name(k, s): c["info"] for (k, s), c in sorted(cells.items())}
     (out / "reading.json").write_text(json.dumps(verdict, indent=1, default=str))
-    write_figures(out, figures(diffs, dec))
+    write_figures(out, figures(diffs, dec, genes))
     return verdict
 
 
