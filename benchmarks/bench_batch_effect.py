@@ -136,23 +136,32 @@ def cell_params(k: float, s: float, seeds, folds) -> dict:
     }
 
 
-def run_cell(project: Path, k: float, s: float, seeds, folds, out: Path) -> dict:
-    """The cell's demo cohort and ``train`` run; its tables under ``out`` (written last: a cell with
-    its ``cell.json`` is complete).
-    """
+def _cell_session(project: Path, params: dict, outputs, **run) -> dict:
+    """The cell's demo cohort, then ``session.run(**run)`` in the scratch project; ``outputs`` loaded."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
-    params = cell_params(k, s, seeds, folds)
-    start = time.perf_counter()
     with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run(pipeline_names=["demo_cohort"])
     with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_names=["train"])
+        session.run(**run)
         catalog = session.load_context().catalog
-        tables = {name: catalog.load(name) for name in (*CELL_TABLES, GENE_SIDE_TABLE)}
-        manifest = catalog.load("run_manifest")
+        return {name: catalog.load(name) for name in outputs}
+
+
+def run_cell(project: Path, k: float, s: float, seeds, folds, out: Path) -> dict:
+    """The cell's demo cohort and ``train`` run; its tables under ``out`` (written last: a cell with
+    its ``cell.json`` is complete).
+    """
+    start = time.perf_counter()
+    tables = _cell_session(
+        project,
+        cell_params(k, s, seeds, folds),
+        (*CELL_TABLES, GENE_SIDE_TABLE, "run_manifest"),
+        pipeline_names=["train"],
+    )
+    manifest = tables.pop("run_manifest")
     out.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
@@ -175,18 +184,15 @@ def rerun_gene_side(project: Path, k: float, s: float, folds, out: Path) -> dict
     to ``out``, next to the cell's tables, and the rerun is checked against the cell's own scorecard
     (the same seeds should give the same gene encoders; the largest difference is recorded).
     """
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    params = cell_params(k, s, SEEDS, folds)
     start = time.perf_counter()
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_names=["demo_cohort"])
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_names=["data_engineering", "gene_vae"], to_outputs=GENE_SIDE_OUTPUTS)
-        catalog = session.load_context().catalog
-        transfer, card = (catalog.load(name) for name in GENE_SIDE_OUTPUTS)
+    loaded = _cell_session(
+        project,
+        cell_params(k, s, SEEDS, folds),
+        GENE_SIDE_OUTPUTS,
+        pipeline_names=["data_engineering", "gene_vae"],
+        to_outputs=GENE_SIDE_OUTPUTS,
+    )
+    transfer, card = (loaded[name] for name in GENE_SIDE_OUTPUTS)
     committed = pd.read_csv(out / "gene_embedding_scorecard.csv").set_index("embedding")
     card = card.set_index("embedding")
     checked = ["silhouette_patient", "silhouette_class", "lopo_knn_macro_f1"]
