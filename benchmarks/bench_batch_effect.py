@@ -100,6 +100,9 @@ CELL_TABLES = ("results", "patient_decodability", "gene_embedding_scorecard", "t
 # carried the decodability get it from --gene-side, so it is read where present.
 GENE_SIDE_TABLE = "gene_label_transfer"
 GENE_SIDE_OUTPUTS = [GENE_SIDE_TABLE, "gene_embedding_scorecard"]
+NO_GENE_SIDE = pd.DataFrame(
+    {"embedding": pd.Series(dtype=str), "patient_decodability": pd.Series(dtype=float)}
+)
 PROBE = "logistic"  # the pre-registered probe
 # Thresholds of the pre-registered reading (module docstring).
 CONTROL_MARGIN, CONTROL_AHEAD = 0.05, 4
@@ -281,14 +284,11 @@ def gene_silhouettes(cells: dict) -> pd.DataFrame:
     rows = []
     for (k, s), cell in cells.items():
         card = cell["gene_embedding_scorecard"].set_index("embedding")
-        folds = cell.get(GENE_SIDE_TABLE)
+        # A cell without the per-fold table gets NaN (the mean and sd of no folds).
+        folds = cell.get(GENE_SIDE_TABLE, NO_GENE_SIDE).set_index("embedding")["patient_decodability"]
         for embedding in ("pca", "scvi", "scanvi"):
             if embedding in card.index:
-                decod = (
-                    folds.loc[folds["embedding"] == embedding, "patient_decodability"]
-                    if folds is not None
-                    else pd.Series(dtype=float)
-                )
+                decod = folds[folds.index == embedding]
                 rows.append(
                     {
                         "k": k,
@@ -296,8 +296,8 @@ def gene_silhouettes(cells: dict) -> pd.DataFrame:
                         "embedding": embedding,
                         "silhouette_patient": card.loc[embedding, "silhouette_patient"],
                         "silhouette_class": card.loc[embedding, "silhouette_class"],
-                        "patient_decodability": decod.mean() if len(decod) else np.nan,
-                        "patient_decodability_sd": decod.std(ddof=1) if len(decod) > 1 else np.nan,
+                        "patient_decodability": decod.mean(),
+                        "patient_decodability_sd": decod.std(ddof=1),
                     }
                 )
     return pd.DataFrame(rows)
