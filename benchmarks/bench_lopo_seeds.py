@@ -120,6 +120,7 @@ def readings(summary) -> list[str]:
 def _write(out: Path, results: list, runs: list, timings: list, args, env_name: str, wall: float):
     import pandas as pd
 
+    from tpir_kedro.models.training_runs import NOT_LEARNING, STILL_LEARNING
     from tpir_kedro.pipelines.evaluation.nodes import results_summary
 
     pooled = pd.concat(results, ignore_index=True)
@@ -143,6 +144,11 @@ def _write(out: Path, results: list, runs: list, timings: list, args, env_name: 
             "steps_min": int(steps.min()),
             "steps_max": int(steps.max()),
             "plateaued": int(training["plateaued"].sum()),
+            "still_learning": int((training["state"] == STILL_LEARNING).sum()),
+            "not_learning": int((training["state"] == NOT_LEARNING).sum()),
+            "not_learning_variants": sorted(
+                training.loc[training["state"] == NOT_LEARNING, "variant"].unique()
+            ),
         },
         "params_yaml": str(args.params_yaml) if args.params_yaml else None,
     }

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/results_doc.py --check   # exit 1 when docs/results.md is out of date
 
 Inputs, all committed: ``benchmarks/results/positive_control_<env>/`` (``results_summary.csv``,
-``training_runs.csv``, ``run.json``, written by bench_lopo_seeds.py),
+``training_runs.csv``, ``run.json``, written by bench_lopo_seeds.py; runs' states from
+``training_runs.csv``'s ``state`` column, or derived from its older columns, see ``run_states``),
 ``benchmarks/results/training_throughput_cpu.json`` (bench_training_throughput.py) and the notes
 written by hand in ``docs/results_notes.md``, included verbatim (minus its leading comment). The tables use
 results_markdown.py's ``markdown_table``; the positive control and the readings are
@@ -25,6 +26,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lopo_seeds import BASELINE, CONTROL, positive_control, readings  # noqa: E402
 from results_markdown import markdown_table  # noqa: E402
+
+from tpir_kedro.models.training_runs import (  # noqa: E402
+    NOT_LEARNING,
+    PLATEAUED,
+    STATES,
+    STILL_LEARNING,
+    run_state,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -58,8 +67,27 @@ def _control_text(control: dict) -> str:
     )
 
 
+def run_states(training: pd.DataFrame) -> tuple[pd.Series, bool]:
+    """Each run's state (training_runs.py) and whether it had to be derived.
+
+    A table written before the ``state`` column (issue 28) has no step losses beside it, so the noise
+    test on the fall cannot be rerun: its ``loss_fell`` (last-quarter mean below the first quarter's)
+    and ``plateaued`` stand in. A run that did not fall by that bare test did not fall by the noise
+    test either, so its *not learning* is exact; a run that fell by it may not have fallen beyond
+    its noise, so the derived counts of runs that learned are upper bounds.
+    """
+    if "state" in training:
+        return training["state"], False
+    states = [run_state(bool(f), bool(p)) for f, p in zip(training["loss_fell"], training["plateaued"])]
+    return pd.Series(states, index=training.index, name="state"), True
+
+
 def _training_table(training: pd.DataFrame) -> str:
-    lines = ["| variant | runs | steps | epochs | plateaued |", "|---|---|---|---|---|"]
+    states, _ = run_states(training)
+    lines = [
+        "| variant | runs | steps | epochs | " + " | ".join(STATES[::-1]) + " |",
+        "|---|---|---|---|" + "---|" * len(STATES),
+    ]
     for variant, group in training.groupby("variant", sort=True):
         steps = (
             f"{int(group['steps'].min())}"
@@ -71,10 +99,59 @@ def _training_table(training: pd.DataFrame) -> str:
             if group["epochs"].nunique() == 1
             else f"{int(group['epochs'].min())}–{int(group['epochs'].max())}"
         )
+        counts = states[group.index].value_counts()
         lines.append(
-            f"| {variant} | {len(group)} | {steps} | {epochs} | {int(group['plateaued'].sum())} of {len(group)} |"
+            f"| {variant} | {len(group)} | {steps} | {epochs} | "
+            + " | ".join(str(int(counts.get(state, 0))) for state in STATES[::-1])
+            + " |"
         )
     return "\n".join(lines)
+
+
+def _training_text(training: pd.DataFrame, source: str = "`training_runs.csv`") -> list[str]:
+    """Which runs learned: the states' counts, the variants with a run that did not, and where the
+    states come from.
+    """
+    states, derived = run_states(training)
+    steps = training["steps"]
+    counts = states.value_counts()
+    not_learning = training[states == NOT_LEARNING].groupby("variant").size()
+    runs_of = training.groupby("variant").size()
+    text = (
+        f"**Training runs** ({source}): {len(training)} runs of {int(steps.min())}"
+        + ("" if steps.nunique() == 1 else f"–{int(steps.max())}")
+        + f" steps; {int(counts.get(PLATEAUED, 0))} plateaued, {int(counts.get(STILL_LEARNING, 0))} still "
+        f"learning and {int(counts.get(NOT_LEARNING, 0))} not learning (the rule of "
+        "[method.md](method.md#training-regimes)). "
+        + (
+            "Variants with runs that did not learn (their loss did not fall): "
+            + ", ".join(f"`{v}` ({n} of {runs_of[v]} runs)" for v, n in not_learning.items())
+            + "; those runs' scores do not measure a model that learned its objective."
+            if len(not_learning)
+            else (
+                "In every run the last quarter's mean loss was below the first's."
+                if derived
+                else "Every run's loss fell beyond its noise."
+            )
+        )
+    )
+    still = training[states == STILL_LEARNING].groupby("variant").size()
+    if len(still):
+        text += (
+            " Still learning when the step budget ran out: "
+            + ", ".join(f"`{v}` ({n} of {runs_of[v]} runs)" for v, n in still.items())
+            + "."
+        )
+    if derived:
+        text += (
+            " These runs were summarised before the `state` column existed and their step losses are not "
+            "committed, so their states are derived from the `loss_fell` (last-quarter mean loss below the "
+            "first quarter's) and `plateaued` columns: *not learning* is exact (the last quarter is not "
+            "below the first at all), but a fall was not tested against the step-to-step noise as the "
+            "pipeline now does, so the runs counted as plateaued or still learning are at most those that "
+            "learned."
+        )
+    return [text]
 
 
 def _timing_table(report: dict) -> str:
@@ -159,10 +236,7 @@ def positive_control_section(folder: Path) -> list[str]:
             "",
         ]
     out += [
-        f"**Training runs** (`training_runs.csv`): {len(training)} runs of {int(steps.min())}"
-        + ("" if steps.nunique() == 1 else f"–{int(steps.max())}")
-        + f" steps; {int(training['plateaued'].sum())} of {len(training)} levelled off (the plateau rule of "
-        "[method.md](method.md#training-regimes)).",
+        *_training_text(training),
         "",
         _training_table(training),
         "",
@@ -368,6 +442,8 @@ def her2st_section(folder: Path) -> list[str]:
             )
         lines.append(f"| {variant} | {space} | {probe} | " + " | ".join(cells) + " |")
     runs = report.get("runs", [])
+    training_path = folder / "training_runs.csv"
+    training = _training_text(pd.read_csv(training_path)) + [""] if training_path.exists() else []
     return [
         "## Real HER2ST: expression prediction, both protocols (real data)",
         "",
@@ -390,6 +466,7 @@ def her2st_section(folder: Path) -> list[str]:
         "",
         *lines,
         "",
+        *training,
         f"**Wall time**: {_minutes(report['wall_seconds'])}"
         + (
             f" (stages: {', '.join(f'{k} {_minutes(v)}' for k, v in runs[0].get('stages', {}).items())})"
@@ -507,9 +584,19 @@ def batch_effect_section(folder: Path) -> list[str]:
         "",
         *glines,
         "",
+        *_cells_training_text(folder),
         f"**Wall time**: {_minutes(wall)} over the {len(cells)} cells (each cell's own time in its `cell.json`).",
         "",
     ]
+
+
+def _cells_training_text(folder: Path) -> list[str]:
+    """The training-run states of every cell of the batch-effect grid, pooled."""
+    paths = sorted((folder / "cells").glob("*/training_runs.csv"))
+    if not paths:
+        return []
+    training = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+    return [*_training_text(training, f"`cells/*/training_runs.csv`, {len(paths)} cells pooled"), ""]
 
 
 def throughput_section(path: Path) -> list[str]:

@@ -148,24 +148,45 @@ def project_copy():
     return make
 
 
+MAKE_DEMO_FILES = ("Makefile", "pyproject.toml", "constraints.txt")
+
+
 @pytest.fixture(scope="session")
 def trained_demo_project(tmp_path_factory) -> Path:
-    """A project copy on which ``demo_cohort`` and then ``train`` ran once on the tiny demo, every
-    variant and its final model, through ``kedro run`` in its own process (``kedro_run_<pipeline>.log``
-    holds what it printed).
+    """A project copy on which the README's ``make demo`` ran once, as typed, on the tiny demo:
+    simulate the cohort, ``train`` every variant and its final model, ``predict`` the held-out
+    slide (``make_demo.log`` holds what it printed, through a pipe as in CI).
 
-    Shared by the tests that need trained outputs (reports, notebooks, predict): treat it as
-    read-only; write to a copy or to new catalog versions only.
+    The copy shares this checkout's ``.venv`` (a link) and its Makefile, with their modification
+    times, so ``make``'s set-up step finds it installed; the tiny demo's parameters are in
+    ``conf/local``, the run environment. Shared by the tests that need trained outputs (reports,
+    notebooks, predict): treat it as read-only; write to a copy or to new catalog versions only.
     """
     from kedro.framework.startup import bootstrap_project
 
+    venv = PROJECT_ROOT / ".venv"
+    if not (venv / "bin" / "kedro").exists():
+        pytest.skip(f"`make demo` needs the project's virtual environment at {venv} (`make setup`)")
     project = make_project_copy(tmp_path_factory.mktemp("trained") / "project")
+    for name in MAKE_DEMO_FILES:
+        shutil.copy2(PROJECT_ROOT / name, project / name)
+    (project / ".venv").symlink_to(venv)
+    # Never let a test reinstall the shared environment: set-up must already be done.
+    if subprocess.run(["make", "-q", "setup"], cwd=project).returncode != 0:
+        pytest.fail("`make setup` is not up to date in this checkout: run it before the tests")
     bootstrap_project(project)
-    # The tiny demo's parameters, in the run environment, so a later run of this project (or of a copy)
-    # sees the same parameters without passing them.
     (project / "conf" / "local" / "parameters.yml").write_text(yaml.safe_dump(TINY_TRAIN_PARAMS))
-    for pipeline in ("demo_cohort", "train"):
-        kedro_run(project, pipeline, log=project / f"kedro_run_{pipeline}.log")
+    done = subprocess.run(
+        ["make", "demo"],
+        cwd=project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    (project / "make_demo.log").write_text(done.stdout)
+    if done.returncode != 0:
+        raise RuntimeError(f"`make demo` failed in {project} (rc {done.returncode}):\n{done.stdout[-4000:]}")
     return project
 
 
@@ -177,9 +198,8 @@ def kedro_cli():
 
 def kedro_run(project: Path, pipeline: str, log: Path, check: bool = True) -> subprocess.CompletedProcess:
     """``kedro run --pipelines=<pipeline>`` in ``project``, as a user types it (its own process, so
-    what it prints is what a user sees); stdout and stderr go to ``log``. A wide terminal, so that
-    rich does not wrap the lines the log tests look for."""
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "400"}
+    what it prints is what a user sees); stdout and stderr go to ``log``, through a pipe."""
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
     done = subprocess.run(
         [sys.executable, "-m", "kedro", "run", f"--pipelines={pipeline}"],
         cwd=project,

@@ -47,3 +47,19 @@ def test_the_her2st_catalogs_hold_only_what_differs(project_root):
         for name in (yaml.safe_load(path.read_text()) or {})
     ]
     assert sorted(entries) == ["predict_slide", "raw_cohort"]
+
+
+def test_the_her2st_environment_gives_scanvi_every_label_and_changes_nothing_else_of_gene_vae(project_root):
+    """Only A1 is labelled and imaged on HER2ST, so base's image_spots budget would leave the fold
+    holding A out without a label (conf/her2st/parameters_gene_vae.yml says why)."""
+    bootstrap_project(project_root)
+    params = {}
+    for env in ("base_run", "her2st"):
+        with KedroSession.create(
+            project_path=project_root, env=None if env == "base_run" else env
+        ) as session:
+            params[env] = session.load_context().config_loader["parameters"]["gene_vae"]
+    assert params["base_run"]["scanvi_labels"] == "image_spots"
+    assert params["her2st"] == {**params["base_run"], "scanvi_labels": "all"}
+    own = yaml.safe_load((project_root / "conf" / "her2st" / "parameters_gene_vae.yml").read_text())
+    assert own == {"gene_vae": {"scanvi_labels": "all"}}

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import os
 
+from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataset
+from kedro.pipeline import Pipeline, node
+
 from tpir_kedro.parallel_workers import (
     GPUS_VARIABLE,
     THREAD_VARIABLES,
     ParallelWorkers,
     pin_worker_gpu,
+    share_declared_memory_datasets,
     worker_gpu,
 )
 
 PARALLEL = {"runner": "<kedro.runner.parallel_runner.ParallelRunner object at 0x7f>"}
+PIPELINE = Pipeline([node(lambda x: x, "raw", "in_memory", name="pass_on")])
+
+
+def _catalog():
+    return DataCatalog({"in_memory": MemoryDataset(copy_mode="assign"), "raw": MemoryDataset(data=1)})
 
 
 def test_workers_take_the_gpus_round_robin():
@@ -33,14 +42,27 @@ def test_the_hook_sets_spawn_and_one_thread_for_parallel_runs_only_and_restores(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "4")  # the user's choice stays
     hook = ParallelWorkers()
-    hook.before_pipeline_run({"runner": "SequentialRunner"})
+    hook.before_pipeline_run({"runner": "SequentialRunner"}, PIPELINE, _catalog())
     assert "KEDRO_MP_CONTEXT" not in os.environ
-    hook.before_pipeline_run(PARALLEL)
+    hook.before_pipeline_run(PARALLEL, PIPELINE, _catalog())
     assert os.environ["KEDRO_MP_CONTEXT"] == "spawn" and os.environ["OMP_NUM_THREADS"] == "1"
     assert os.environ["MKL_NUM_THREADS"] == "4"
     hook.after_pipeline_run()
     assert "KEDRO_MP_CONTEXT" not in os.environ and "OMP_NUM_THREADS" not in os.environ
     assert os.environ["MKL_NUM_THREADS"] == "4"
-    hook.before_pipeline_run(PARALLEL)
+    hook.before_pipeline_run(PARALLEL, PIPELINE, _catalog())
     hook.on_pipeline_error()
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+def test_declared_memory_datasets_are_shared_between_workers_only_under_the_parallel_runner():
+    """A declared MemoryDataset lives in one process: under ParallelRunner a worker would save into
+    its own copy and the next worker load nothing (issue: cohort_qc arrived as a bare object)."""
+    catalog = _catalog()
+    ParallelWorkers().before_pipeline_run({"runner": "SequentialRunner"}, PIPELINE, catalog)
+    assert type(catalog.get("in_memory")) is MemoryDataset
+    ParallelWorkers().before_pipeline_run(PARALLEL, PIPELINE, catalog)
+    assert isinstance(catalog.get("in_memory"), SharedMemoryDataset)
+    assert catalog.load("raw") == 1  # one holding data (a parameter, an input) keeps it
+    other = DataCatalog({"elsewhere": MemoryDataset()})
+    assert share_declared_memory_datasets(other, ["in_memory"]) == []  # only the pipeline's datasets

@@ -26,7 +26,7 @@ NOISE = [
 
 @pytest.mark.slow
 def test_the_demo_run_shows_kedro_progress_and_none_of_the_third_party_noise(trained_demo_project):
-    log = (trained_demo_project / "kedro_run_train.log").read_text()
+    log = (trained_demo_project / "make_demo.log").read_text()
     assert (
         "Running node: train_image_model: cell_image_model([clip__B__seed0.fold_inputs" in log
         and "Pipeline execution completed successfully" in log
@@ -34,6 +34,24 @@ def test_the_demo_run_shows_kedro_progress_and_none_of_the_third_party_noise(tra
     assert "trained in" in log  # our own per-run line: what trained, for how many steps
     found = {s: log.count(s) for s in NOISE if s in log}
     assert not found, found
+
+
+@pytest.mark.slow
+def test_a_run_logged_to_a_pipe_keeps_each_node_message_on_one_line(trained_demo_project):
+    """``make demo``'s output went through a pipe, as in CI, ``nohup`` or ``> run.log``: rich would
+    lay it out at 80 columns; every record is one line instead (tpir_kedro/log_lines.py)."""
+    from kedro.framework.project import pipelines
+
+    lines = (trained_demo_project / "make_demo.log").read_text().splitlines()
+    for node in pipelines["train"].nodes:
+        # A node's whole "Running node: name: func([inputs]) -> [outputs]" record, on one line.
+        assert sum(line.rstrip().endswith(f"{node}  (kedro.pipeline.node)") for line in lines) == 1, node
+    completed = [line for line in lines if "Completed node:" in line]
+    assert completed and all(line.endswith("(kedro.runner.sequential_runner)") for line in completed)
+    # Our own long messages too: the per-run line names the variant, fold and steps on one line.
+    assert any(
+        "variant clip, fold holdout_B, seed 0: trained in" in line and "steps)" in line for line in lines
+    )
 
 
 def test_bad_input_ends_the_run_with_its_message_last_and_only_the_projects_frames(

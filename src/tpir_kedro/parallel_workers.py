@@ -8,6 +8,10 @@
 - **GPUs**: on a machine with several, worker *i* sees only GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``
   set in the worker when the project's settings are imported, before any node touches CUDA), so
   each cell trains on one GPU and cells run side by side; ``contrastive.devices`` stays ``auto``.
+- **in-memory datasets**: a ``MemoryDataset`` the catalog declares (for its kedro-viz layer, e.g.
+  ``cohort_qc``) lives in one process: a worker that saves to it saves to its own copy, and the next
+  worker loads nothing. Kedro gives undeclared datasets a ``SharedMemoryDataset`` (held by the
+  runner's manager process); the declared ones get the same here, before the runner starts.
 
 The environment is restored after the run.
 """
@@ -19,6 +23,7 @@ import multiprocessing
 import os
 
 from kedro.framework.hooks import hook_impl
+from kedro.io import MemoryDataset, SharedMemoryDataset
 
 logger = logging.getLogger(__name__)
 
@@ -60,14 +65,31 @@ def _visible_gpus() -> list[str]:
         return []
 
 
+def share_declared_memory_datasets(catalog, names) -> list[str]:
+    """Replace each declared ``MemoryDataset`` among ``names`` by a ``SharedMemoryDataset``, which the
+    ParallelRunner connects to its manager; returns the names replaced. One that already holds data
+    (put there by the caller before the run) is left as it is: its data would be lost.
+    """
+    shared = []
+    for name in sorted(names):
+        if name in catalog and type(catalog.get(name)) is MemoryDataset and not catalog.get(name).exists():
+            catalog[name] = SharedMemoryDataset()
+            shared.append(name)
+    return shared
+
+
 class ParallelWorkers:
     def __init__(self):
         self._saved: dict[str, str | None] = {}
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict) -> None:
+    def before_pipeline_run(self, run_params: dict, pipeline, catalog) -> None:
+        # (pluggy passes only the arguments a hook names without defaults)
         if not runs_in_worker_processes(run_params):
             return
+        shared = share_declared_memory_datasets(catalog, pipeline.datasets())
+        if shared:
+            logger.info("ParallelRunner: %s shared between the workers", ", ".join(shared))
         wanted = {"KEDRO_MP_CONTEXT": "spawn", **dict.fromkeys(THREAD_VARIABLES, "1")}
         gpus = _visible_gpus()
         if len(gpus) > 1:

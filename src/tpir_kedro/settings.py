@@ -4,10 +4,13 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
+from tpir_kedro.log_lines import plain_lines_when_not_a_terminal
 from tpir_kedro.quiet_logs import quiet_third_party_logs
 
 # Before Kedro builds its config loader (whose resolver registration warns): see quiet_logs.py.
 quiet_third_party_logs()
+# Kedro configured its logging on import, before these settings: a log file gets whole lines.
+plain_lines_when_not_a_terminal()
 
 
 def _env(name: str, default: str | None = None) -> str:

@@ -311,7 +311,7 @@ def test_a_run_that_levelled_off_is_told_from_one_still_falling():
     assert by.loc["levelled", "plateaued"] and by.loc["levelled", "loss_fell"]
     assert not by.loc["falling", "plateaued"] and by.loc["falling", "loss_fell"]
     assert by.loc["falling", "last_quarter_share_of_change"] == pytest.approx(1 / 3, abs=0.01)
-    assert by.loc["rising", "plateaued"] and not by.loc["rising", "loss_fell"]
-    assert (
-        by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]
-    )  # level, and the column says it never fell
+    # A loss that did not fall did not learn: level or not, it is no plateau (issue 28).
+    assert not by.loc["rising", "plateaued"] and not by.loc["rising", "loss_fell"]
+    assert not by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]
+    assert by.loc["rising", "state"] == by.loc["flat", "state"] == "not learning"

@@ -52,10 +52,10 @@ def _scrambled(cohort, patient: str, seed: int = 0):
     return out
 
 
-def _fold_c(cohort):
+def _fold_c(cohort, budget: str = "image_spots"):
     folds = patient_folds(cohort.obs, held_out=["C"])
     genes = fold_gene_sets(cohort, folds, GENES)
-    encoders = fold_gene_encoders(cohort, folds, genes, GENE_VAE)
+    encoders = fold_gene_encoders(cohort, folds, genes, {**GENE_VAE, "scanvi_labels": budget})
     training = cohort[(cohort.obs["patient"].astype(str) != "C").to_numpy()]
     return (
         genes["holdout_C"],
@@ -64,9 +64,12 @@ def _fold_c(cohort):
     )
 
 
-def test_replacing_the_held_out_patient_changes_nothing_fitted_for_its_fold(cohort):
-    genes, embeddings, encoders = _fold_c(cohort)
-    genes_scrambled, embeddings_scrambled, _ = _fold_c(_scrambled(cohort, "C"))
+# Both label budgets: `all` (the her2st environment's) gives scANVI more of the training patients'
+# labels, never the held-out patient's.
+@pytest.mark.parametrize("budget", ["image_spots", "all"])
+def test_replacing_the_held_out_patient_changes_nothing_fitted_for_its_fold(cohort, budget):
+    genes, embeddings, encoders = _fold_c(cohort, budget)
+    genes_scrambled, embeddings_scrambled, _ = _fold_c(_scrambled(cohort, "C"), budget)
     assert genes == genes_scrambled
     assert set(embeddings) == {"scvi", "scanvi"}
     for kind in embeddings:
@@ -114,3 +117,135 @@ def test_without_any_label_scanvi_is_skipped_and_scvi_still_runs(cohort, caplog)
     encoders = fold_gene_encoders(unlabelled, folds, genes, GENE_VAE)
     assert all(set(e) == {"scvi"} for e in encoders.values())
     assert "scANVI skipped" in caplog.text
+
+
+def _labels_only_on_imageless_spots_outside(cohort, patient: str):
+    """``patient``'s spots with a patch keep their labels; every other patient's labels sit on imageless
+    spots only (as on HER2ST, where A1 is the one labelled section with an image). In the tiny demo
+    only C has an imageless section, so B is left without any label."""
+    out = cohort.copy()
+    labels = out.obs["label"].astype(str).to_numpy()
+    has_image = out.obs["has_image"].to_numpy(dtype=bool)
+    others = (out.obs["patient"].astype(str) != patient).to_numpy()
+    labels[others & has_image] = "unlabelled"
+    imageless = np.flatnonzero(others & ~has_image)
+    labels[imageless] = np.resize(np.array(TISSUE_CLASSES), len(imageless))
+    out.obs["label"] = label_categorical(labels)
+    return out
+
+
+SCORECARD = {"n_pcs": 5, "knn_k": 5, "n_neighbors": 5, "seed": 0}
+
+
+def test_a_fold_scanvi_cannot_be_fitted_in_says_why_in_every_table(cohort, caplog):
+    """Under the default label budget (image_spots) the fold holding A out has no label to learn from:
+    no scANVI there, and every table that expects one has its row, with NaN numbers and the reason."""
+    from tpir_kedro.pipelines.gene_vae.nodes import all_patient_embeddings, gene_embedding_scorecard
+
+    skewed = _labels_only_on_imageless_spots_outside(cohort, "A")
+    folds = patient_folds(skewed.obs, held_out=["A", "C"])
+    genes = fold_gene_sets(skewed, folds, GENES)
+    encoders = fold_gene_encoders(skewed, folds, genes, GENE_VAE)
+    assert set(encoders["holdout_A"]) == {"scvi"}
+    assert set(encoders["holdout_C"]) == set(encoders["all"]) == {"scvi", "scanvi"}
+    why = "no labelled spot among the training patients (B, C) under scanvi_labels=image_spots"
+    assert f"gene_vae fold holdout_A: scANVI not fitted: {why}" in caplog.text
+
+    transfer = lopo_label_transfer(skewed, folds, genes, encoders, SCORECARD)
+    rows = transfer.set_index(["embedding", "fold"])
+    assert len(rows) == 5 * 2  # pca, harmony, scvi, scanvi, majority x two folds
+    missing = rows.loc[("scanvi", "holdout_A")]
+    assert missing["status"].startswith(f"not fitted: {why}: their ")
+    assert missing[["accuracy", "macro_f1", "patient_decodability"]].isna().all()
+    assert missing["n_test"] > 0  # the held-out patient is there to score; the model is not
+    fitted = rows.drop(("scanvi", "holdout_A"))
+    assert (fitted["status"] == "fitted").all() and fitted["macro_f1"].notna().all()
+
+    embedded = all_patient_embeddings(skewed, genes, encoders, SCORECARD)
+    assert embedded.uns["gene_embeddings"]["not_fitted"] == {}  # the all-patient fit has A's labels
+    scorecard = gene_embedding_scorecard(embedded, transfer, encoders, SCORECARD).set_index("embedding")
+    assert list(scorecard.index) == ["pca", "harmony", "scvi", "scanvi", "majority"]
+    assert scorecard.loc["scanvi", ["n_folds", "n_folds_not_fitted"]].tolist() == [1, 1]
+    assert scorecard.loc["scanvi", "status"].startswith(f"holdout_A not fitted: {why}")
+    assert np.isfinite(scorecard.loc["scanvi", ["lopo_knn_macro_f1", "silhouette_label"]].astype(float)).all()
+    assert (scorecard.drop("scanvi")["status"] == "fitted").all()
+    assert (scorecard.drop(["scanvi", "majority"])["n_folds"] == 2).all()
+
+    # Under `all` the imageless labels count and the fold is fitted (the her2st environment's choice).
+    every_label = fold_gene_encoders(skewed, folds, genes, {**GENE_VAE, "scanvi_labels": "all"})
+    assert set(every_label["holdout_A"]) == {"scvi", "scanvi"}
+
+
+def test_without_any_scanvi_the_tables_keep_its_row(cohort):
+    """No fold, not even the all-patient fit, has a label: scANVI's rows are there, empty, with why."""
+    from tpir_kedro.pipelines.gene_vae.nodes import all_patient_embeddings, gene_embedding_scorecard
+
+    unlabelled = cohort.copy()
+    unlabelled.obs["label"] = label_categorical(np.full(unlabelled.n_obs, "unlabelled"))
+    folds = patient_folds(unlabelled.obs, held_out=["C"])
+    genes = fold_gene_sets(unlabelled, folds, GENES)
+    encoders = fold_gene_encoders(unlabelled, folds, genes, GENE_VAE)
+    transfer = lopo_label_transfer(unlabelled, folds, genes, encoders, SCORECARD)
+    scanvi = transfer[transfer["embedding"] == "scanvi"]
+    assert scanvi["status"].tolist() == ["not fitted: no labelled spot among the training patients (A, B)"]
+    embedded = all_patient_embeddings(unlabelled, genes, encoders, SCORECARD)
+    assert "X_scanvi" not in embedded.obsm
+    assert embedded.uns["gene_embeddings"]["not_fitted"] == {
+        "scanvi": "not fitted: no labelled spot among the training patients (A, B, C)"
+    }
+    scorecard = gene_embedding_scorecard(embedded, transfer, encoders, SCORECARD).set_index("embedding")
+    row = scorecard.loc["scanvi"]
+    assert row["n_folds"] == 0 and row["n_folds_not_fitted"] == 1
+    assert np.isnan(row["unseen_patient_max_abs_change"])  # nothing measured is not a perfect score
+    assert row["status"] == (
+        "holdout_C not fitted: no labelled spot among the training patients (A, B); "
+        "all not fitted: no labelled spot among the training patients (A, B, C)"
+    )
+
+
+def test_an_image_variant_whose_fold_lacks_its_gene_encoder_is_skipped_with_a_log(caplog, project_root):
+    """The image side's consumers of scANVI (its embedding as the gene input, or its class
+    probabilities) skip that fold, saying why; the rest of the fold trains."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from tpir_kedro.models.variants import parse_variants
+    from tpir_kedro.pipelines.contrastive.nodes import _trainable
+
+    variants = yaml.safe_load((project_root / "conf/base/parameters_contrastive.yml").read_text())["variants"]
+    specs = parse_variants(variants, list(variants))
+    inputs = SimpleNamespace(
+        fold="holdout_A", train_label_codes=np.array([0, -1]), embeddings={"scvi": np.zeros((2, 4))}
+    )
+    kept = {v.name for v in _trainable(specs, inputs)}
+    assert kept == set(variants) - {"scanvi_infonce", "scanvi_similarity", "class_guided"}
+    for name in ("scanvi_infonce", "scanvi_similarity", "class_guided"):
+        assert f"variant {name} skipped in fold holdout_A: it needs the fold's scanvi" in caplog.text
+
+
+def test_the_reason_a_scanvi_is_missing_is_read_off_the_labels():
+    """The scoring nodes are not given the label budget: the spot table tells which one explains it."""
+    import pandas as pd
+
+    from tpir_kedro.cohort.label_budget import missing_labels_reason, unfitted_scanvi_reason
+
+    obs = pd.DataFrame(
+        {
+            "patient": ["A", "A", "B", "B"],
+            "label": ["connective tissue", "unlabelled", "invasive cancer", "undetermined"],
+            "has_image": [True, True, False, True],
+        }
+    )
+    assert missing_labels_reason(obs, ["A"], "image_spots") is None
+    assert missing_labels_reason(obs, ["B"], "all") is None
+    assert unfitted_scanvi_reason(obs, ["B"]) == (
+        "not fitted: no labelled spot among the training patients (B) under scanvi_labels=image_spots: "
+        "their 1 labelled spots have no image"
+    )
+    unlabelled = obs.assign(label="unlabelled")
+    assert unfitted_scanvi_reason(unlabelled, ["A", "B"]) == (
+        "not fitted: no labelled spot among the training patients (A, B)"
+    )
+    # Labels with an image and still no scANVI: the encoders are not this cohort's.
+    assert "re-run gene_vae" in unfitted_scanvi_reason(obs, ["A"])

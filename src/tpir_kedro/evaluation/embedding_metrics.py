@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -237,7 +237,11 @@ def _fold_order(folds: pd.DataFrame) -> list[str]:
 
 
 def lopo_knn_transfer(
-    embeddings: dict[str, np.ndarray], obs: pd.DataFrame, folds: pd.DataFrame, k: int = 15
+    embeddings: dict[str, np.ndarray],
+    obs: pd.DataFrame,
+    folds: pd.DataFrame,
+    k: int = 15,
+    not_fitted: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Per-fold kNN label transfer from the training patients to the held-out patient.
 
@@ -252,6 +256,10 @@ def lopo_knn_transfer(
         the fold table (:func:`tpir_kedro.evaluation.folds.patient_folds`).
     k
         neighbours (lowered to the number of training spots when fewer).
+    not_fitted
+        fold key -> why that fold's model could not be fitted. Such a fold needs no embedding and
+        gets a row with NaN metrics (logged with the reason); any other fold missing from
+        ``embeddings`` is an error.
 
     Classifier: ``KNeighborsClassifier(k, metric='euclidean', weights='uniform')`` fitted on the
     training patients' classified spots, predicting the held-out patient's classified spots.
@@ -265,7 +273,13 @@ def lopo_knn_transfer(
     """
     rows = []
     labels = obs["label"].astype(str).to_numpy()
+    not_fitted = dict(not_fitted or {})
     for fold in _fold_order(folds):
+        if fold in not_fitted and fold not in embeddings:
+            held_out, train, test = _fold_spots(obs, folds, fold)
+            logger.warning("fold %s: %s; metrics are NaN", fold, not_fitted[fold])
+            rows.append({"fold": fold, **held_out_scores(held_out, labels[train], labels[test], None)})
+            continue
         if fold not in embeddings:
             raise KeyError(f"no embedding for fold {fold!r} (embeddings for {sorted(embeddings)})")
         emb = np.asarray(embeddings[fold])

@@ -24,6 +24,7 @@ import pandas as pd
 from anndata import AnnData
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER, LABEL_CATEGORIES, TISSUE_CLASSES, UNLABELLED
+from tpir_kedro.models.cpu_threads import pin_torch_threads
 from tpir_kedro.models.gene_encoder import GeneEncoder, gene_counts
 from tpir_kedro.quiet_logs import quiet_scvi
 
@@ -108,7 +109,9 @@ def fit_gene_encoders(
     }
 
     # scvi-tools seeds torch, numpy and python (lightning's seed_everything) and its own data
-    # splits; reseeding before each model makes each fit reproducible on its own.
+    # splits; reseeding before each model makes each fit reproducible on its own. The thread
+    # count too: it changes float sums, and earlier nodes in this process may have changed it.
+    pin_torch_threads()
     scvi.settings.seed = config.seed
     scvi.model.SCVI.setup_anndata(train, layer=COUNTS_LAYER, batch_key=setup_batch_key)
     scvi_model = scvi.model.SCVI(

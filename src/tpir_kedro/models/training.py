@@ -35,6 +35,7 @@ from tpir_kedro.models.adapter import ImageAdapter
 from tpir_kedro.models.augment import PatchAugment
 from tpir_kedro.models.code_digest import models_code_digest
 from tpir_kedro.models.contrastive_module import ContrastiveModule, SupervisedModule
+from tpir_kedro.models.cpu_threads import pin_torch_threads
 from tpir_kedro.models.feature_views import ViewSampler, hash_into
 from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder
 from tpir_kedro.models.losses import contrastive_loss
@@ -356,8 +357,7 @@ def train_image_model(
             reused=True,
         )
 
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
+    pin_torch_threads(config.threads)
     callbacks, resume = [], None
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,30 @@
-"""One line per image-training run: how many optimiser steps it took and whether its loss levelled off.
+"""One line per image-training run: how many optimiser steps it took, whether its loss fell and whether it
+levelled off.
 
-A comparison of losses only means something when every run trained long enough to finish learning.
-The check is scale-free: the logged step losses are cut into four quarters of the run, and a run
-*plateaued* when the change of the mean loss from its third to its last quarter is less than
-``tolerance`` (default 10%) of its whole change from the first quarter to the last: the last quarter
-of the steps added little to what the run learned -- or when that change is within the noise of
-the step losses (under two standard errors of the difference of the two quarter means: a loss
-that moves little over the run, such as a soft-target loss near its floor, is judged on its
-noise, not on a ratio of two small numbers). Changes, not falls: losses whose targets move
-with the embeddings (BLEEP's) need not fall to have converged. Whether the loss fell is a column of
-its own (``loss_fell``); a run whose loss never moved is level, and says so there.
+A comparison of losses only means something when every run trained long enough to finish learning, and a
+run can only have finished learning if it learned. The logged step losses are cut into four quarters of
+the run, and each run is in one of three states (``state``):
+
+- *not learning*: the loss did not fall. It fell (``loss_fell``) only when the last quarter's mean loss
+  is below the first quarter's by more than the noise: two standard errors of the difference of the two
+  quarter means (each quarter's step-loss variance over its length). Why the noise and not a bare
+  ``last < first``: a loss that never moved, such as a soft-target loss stuck near log(batch) -- the
+  value of near-uniform targets -- drifts by a few thousandths either way, and a drift down would count
+  as learning. Runs with fewer than four logged losses cannot show a fall and are *not learning* too.
+  The standard error treats the steps as independent; step losses that wander slowly are noisier than
+  that, so the rule errs towards taking a slow drift for a fall, not towards missing a fall.
+- *plateaued*: the loss fell and levelled off. The check is scale-free: the change of the mean loss
+  from the third to the last quarter is less than ``tolerance`` (default 10%) of its whole change from
+  the first quarter to the last -- the last quarter of the steps added little to what the run learned
+  -- or that change is within the noise of the step losses (under two standard errors of the
+  difference of the two quarter means: a loss whose late moves are small is judged on its noise, not
+  on a ratio of two small numbers).
+- *still learning*: the loss fell and had not levelled off; more steps would have changed it.
+
+``plateaued`` is true only in the *plateaued* state. It used to be read alone, and was then true for a
+run whose loss never moved (level from the start): a run that did not learn passed the check. A loss
+whose targets move with the embeddings (BLEEP's) could in principle converge without falling, but
+such a run gives no evidence that it learned, so it is reported as not learning rather than as done.
 """
 
 from __future__ import annotations
@@ -18,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 RUN_KEYS = ["variant", "fold", "seed"]
+NOT_LEARNING, STILL_LEARNING, PLATEAUED = "not learning", "still learning", "plateaued"
+STATES = (NOT_LEARNING, STILL_LEARNING, PLATEAUED)
 COLUMNS = [
     *RUN_KEYS,
     "steps",
@@ -27,7 +44,22 @@ COLUMNS = [
     "last_quarter_share_of_change",
     "loss_fell",
     "plateaued",
+    "state",
 ]
+
+
+def run_state(loss_fell: bool, level: bool) -> str:
+    """The state of a run from whether its loss fell and whether it levelled off."""
+    if not loss_fell:
+        return NOT_LEARNING
+    return PLATEAUED if level else STILL_LEARNING
+
+
+def _two_standard_errors(a: np.ndarray, b: np.ndarray) -> float:
+    """Two standard errors of ``a.mean() - b.mean()``; 0 when a quarter is too short to have a spread."""
+    if min(len(a), len(b)) < 2:
+        return 0.0
+    return float(2.0 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
 
 
 def _run_line(history: pd.DataFrame, tolerance: float) -> dict:
@@ -42,24 +74,23 @@ def _run_line(history: pd.DataFrame, tolerance: float) -> dict:
         "last_quarter_share_of_change": np.nan,
         "loss_fell": False,
         "plateaued": False,
+        "state": NOT_LEARNING,
     }
     if len(loss) >= 4:
         q = np.array_split(loss, 4)
         first, third, last = q[0].mean(), q[2].mean(), q[3].mean()
         change = abs(first - last)
         share = abs(third - last) / change if change > 0 else (0.0 if third == last else np.inf)
-        noise = (
-            2.0 * np.sqrt(q[2].var(ddof=1) / len(q[2]) + q[3].var(ddof=1) / len(q[3]))
-            if min(len(q[2]), len(q[3])) > 1
-            else 0.0
-        )
-        level = share < tolerance or abs(third - last) < noise
+        fell = bool(first - last > _two_standard_errors(q[0], q[3]))
+        level = bool(share < tolerance or abs(third - last) < _two_standard_errors(q[2], q[3]))
+        state = run_state(fell, level)
         line.update(
             loss_first_quarter=first,
             loss_last_quarter=last,
-            loss_fell=bool(last < first),
             last_quarter_share_of_change=share,
-            plateaued=bool(level),
+            loss_fell=fell,
+            plateaued=state == PLATEAUED,
+            state=state,
         )
     return line
 

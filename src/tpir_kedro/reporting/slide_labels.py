@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from tpir_kedro.cohort.schema import is_classified
 from tpir_kedro.imaging.slide_thumbnail import Thumbnail
 from tpir_kedro.reporting.image_data_uri import jpeg_data_uri
-from tpir_kedro.reporting.label_colours import label_colour, ordered_labels
+from tpir_kedro.reporting.label_colours import drawing_order, label_colour, ordered_labels
 from tpir_kedro.reporting.message_figure import message_figure
 
 
@@ -79,7 +79,9 @@ def slide_label_figure(
         if "spot_id" in spots.columns
         else pd.Series(spots.index.astype(str), index=spots.index)
     )
-    for index, label in enumerate(ordered_labels(labels)):
+    rank = {label: index for index, label in enumerate(ordered_labels(labels))}
+    # Neighbouring spots' markers overlap at low zoom: the unlabelled ones go underneath.
+    for label in drawing_order(labels):
         mask = (labels == label).to_numpy()
         fig.add_trace(
             go.Scatter(
@@ -87,11 +89,12 @@ def slide_label_figure(
                 y=spots["pixel_y"].to_numpy()[mask],
                 mode="markers",
                 name=f"{label} ({int(mask.sum())})",
+                legendrank=rank[label],
                 text=ids.to_numpy()[mask],
                 hovertemplate=f"%{{text}}<br>{label}<extra></extra>",
                 marker={
                     "size": marker_px,
-                    "color": label_colour(label, index),
+                    "color": label_colour(label, rank[label]),
                     "opacity": 0.8,
                     "line": {"width": 0.5, "color": "white"},
                 },

@@ -36,7 +36,7 @@ from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.evaluation.protocol import EvaluationProtocol
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.training_config import TrainingConfig
-from tpir_kedro.models.variants import VariantSpec, parse_variants
+from tpir_kedro.models.variants import VAE_INPUTS, VariantSpec, parse_variants
 
 if TYPE_CHECKING:
     from tpir_kedro.models.training import TrainedImageModel, TrainingData
@@ -129,12 +129,12 @@ def _open_feature_views(
 ) -> np.ndarray:
     import torch
 
+    from tpir_kedro.models.cpu_threads import pin_torch_threads
     from tpir_kedro.models.feature_views import cached_feature_views
     from tpir_kedro.models.image_encoders import build_image_encoder
     from tpir_kedro.models.patch_data import reopenable_memmap
 
-    if config.threads:
-        torch.set_num_threads(int(config.threads))
+    pin_torch_threads(config.threads)
     # Seeded as a run seeds its initial encoder (train_image_model), so that a random-init backbone
     # is the same in every cell and process -- else each call would draw, and cache, another one.
     with torch.random.fork_rng():
@@ -248,19 +248,33 @@ def _embed(
 
 
 def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec]:
-    """Variants that need labels are skipped (logged) where no training spot with a patch has one --
-    e.g. the real HER2ST sections with full-resolution images, none of which is labelled.
+    """Variants that cannot train in this fold are skipped (logged): those that need labels where no
+    training spot with a patch has one -- e.g. the real HER2ST sections with full-resolution images,
+    none of which is labelled -- and those that need a gene encoder the fold lacks (gene_vae fits no
+    scANVI where the training patients keep no label under ``gene_vae.scanvi_labels``).
     """
-    if (inputs.train_label_codes >= 0).any():
-        return specs
+    labelled = (inputs.train_label_codes >= 0).any()
+    kept = []
     for variant in specs:
-        if variant.needs_labels:
+        needs = ({variant.gene_input} & set(VAE_INPUTS)) | ({"scanvi"} if variant.use_class_probs else set())
+        missing = sorted(needs - set(inputs.embeddings))
+        if variant.needs_labels and not labelled:
             logger.warning(
                 "variant %s skipped in fold %s: it needs tissue labels and no training spot with a patch has one",
                 variant.name,
                 inputs.fold,
             )
-    return [v for v in specs if not v.needs_labels]
+        elif missing:
+            logger.warning(
+                "variant %s skipped in fold %s: it needs the fold's %s gene encoder, which gene_vae did not fit "
+                "(gene_label_transfer's status says why)",
+                variant.name,
+                inputs.fold,
+                " and ".join(missing),
+            )
+        else:
+            kept.append(variant)
+    return kept
 
 
 def _train(
@@ -420,13 +434,26 @@ def final_image_models(*models: dict | None) -> dict[str, dict]:
 
 def training_runs(training_history: pd.DataFrame, *final_histories: pd.DataFrame) -> pd.DataFrame:
     """One row per trained run -- the folds' and the final models' (fold ``all``): optimiser steps,
-    epochs and whether the loss levelled off.
+    epochs, whether the loss fell and levelled off, and the run's ``state`` (not learning, still
+    learning, plateaued).
     """
-    from tpir_kedro.models.training_runs import summarise_training_runs
+    from tpir_kedro.models.training_runs import NOT_LEARNING, STILL_LEARNING, summarise_training_runs
 
     runs = summarise_training_runs(_stack_histories([training_history, *final_histories]))
     for run in runs.itertuples():
-        if not run.plateaued:
+        # A loss that never fell is as likely the loss's settings (targets left near uniform) as the step
+        # budget, so this warning names no fix, unlike the one below.
+        if run.state == NOT_LEARNING:
+            logger.warning(
+                "variant %s, fold %s, seed %s: not learning -- the loss did not fall in %d steps (first quarter %.4g, last quarter %.4g: no fall beyond the step-to-step noise); its scores do not measure a trained model",
+                run.variant,
+                run.fold,
+                run.seed,
+                run.steps,
+                float(run.loss_first_quarter),
+                float(run.loss_last_quarter),
+            )
+        elif run.state == STILL_LEARNING:
             logger.warning(
                 "variant %s, fold %s, seed %s: the loss had not levelled off after %d steps (its last quarter moved it %.0f%% as much as the whole run); raise contrastive.max_steps",
                 run.variant,

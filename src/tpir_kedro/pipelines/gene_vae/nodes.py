@@ -3,6 +3,11 @@
 Fold contract: for held-out patient P, the genes, scVI and scANVI of fold ``holdout_P`` are fitted on
 the other patients only. ``all`` (every patient) is the final encoder users keep; its embeddings
 are transductive and only ever feed the scorecard's mixing metrics and the UMAPs.
+
+A fold's scANVI is not fitted when its training patients keep no label under ``gene_vae.scanvi_labels``
+(:mod:`~tpir_kedro.cohort.label_budget`). Every table that expects it then says so: the fold's
+``gene_label_transfer`` row (NaN metrics, ``status`` gives the reason), the scorecard's ``status``,
+and ``cohort_gene_embeddings.uns["gene_embeddings"]["not_fitted"]`` for the all-patient fit.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from anndata import AnnData
 
-from tpir_kedro.cohort.label_budget import DEFAULT_LABEL_BUDGET, budgeted_labels
+from tpir_kedro.cohort.label_budget import (
+    DEFAULT_LABEL_BUDGET,
+    budgeted_labels,
+    missing_labels_reason,
+    unfitted_scanvi_reason,
+)
 from tpir_kedro.cohort.log_expression import LogNormalisedPca
 from tpir_kedro.evaluation.embedding_metrics import (
     lopo_knn_transfer,
@@ -35,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 SCANVI_TRAINING_LABEL = "scanvi_training_label"  # obs column: the labels within the label budget
 EMBEDDINGS = ("pca", "harmony", "scvi", "scanvi")
+VAE_KINDS = ("scvi", "scanvi")
+FITTED = "fitted"  # the ``status`` of a fold (or embedding) whose model exists
 
 
 def _fold_patients(cohort: AnnData, patient_folds: pd.DataFrame) -> dict[str, list[str]]:
@@ -81,6 +93,9 @@ def fold_gene_encoders(
             ",".join(patients),
             len(fold_genes[fold]),
         )
+        why = missing_labels_reason(cohort.obs, patients, budget)
+        if why:
+            logger.warning("gene_vae fold %s: scANVI not fitted: %s", fold, why)
         encoders[fold] = fit_gene_encoders(
             training, fold_genes[fold], config, label_key=SCANVI_TRAINING_LABEL
         )
@@ -101,7 +116,21 @@ def _fold_embeddings(
         out["harmony"][fold] = harmony_embedding(out["pca"][fold], batch, seed=seed)
         for kind, encoder in gene_encoders[fold].items():
             out[kind][fold] = encoder.embed(cohort)
-    return {name: folds for name, folds in out.items() if folds}
+    return out
+
+
+def _not_fitted(obs: pd.DataFrame, fold_patients: dict[str, list[str]], gene_encoders: dict) -> dict:
+    """{kind: {fold: why}} for the scVI / scANVI encoders a fold of ``fold_patients`` lacks."""
+    out: dict[str, dict[str, str]] = {}
+    for fold, patients in fold_patients.items():
+        for kind in VAE_KINDS:
+            if kind not in gene_encoders.get(fold, {}):
+                out.setdefault(kind, {})[fold] = (
+                    unfitted_scanvi_reason(obs, patients)
+                    if kind == "scanvi"
+                    else f"not fitted: gene_encoders has no {kind} for this fold; re-run gene_vae"
+                )
+    return out
 
 
 PROTOCOL = {
@@ -122,21 +151,22 @@ def lopo_label_transfer(
     """Leave-one-patient-out kNN label transfer, one row per embedding x held-out patient, with the
     patient decodability of the fold's embedding on its training patients (what the image encoder
     of that fold is taught from; :func:`~tpir_kedro.evaluation.patient_decodability.fold_patient_decodability`).
+    ``status``: ``fitted``, or why the fold's model was not (its metrics are then NaN).
     """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
     per_embedding = _fold_embeddings(
         cohort, patient_folds, fold_genes, gene_encoders, scorecard.n_pcs, scorecard.seed
     )
+    not_fitted = _not_fitted(cohort.obs, _fold_patients(cohort, patient_folds), gene_encoders)
     k = scorecard.knn_k
-    tables = [
-        lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k)
-        .merge(
+    tables = []
+    for name, folds in per_embedding.items():
+        why = not_fitted.get(name, {})
+        table = lopo_knn_transfer(folds, cohort.obs, patient_folds, k=k, not_fitted=why).merge(
             fold_patient_decodability(folds, cohort.obs, patient_folds, seed=scorecard.seed), "left", "fold"
         )
-        .assign(embedding=name)
-        for name, folds in per_embedding.items()
-    ]
-    tables.append(majority_transfer(cohort.obs, patient_folds).assign(embedding="majority"))
+        tables.append(table.assign(embedding=name, status=table["fold"].map(why).fillna(FITTED)))
+    tables.append(majority_transfer(cohort.obs, patient_folds).assign(embedding="majority", status=FITTED))
     table = pd.concat(tables, ignore_index=True)
     table["protocol"] = table["embedding"].map(PROTOCOL).fillna("training patients' most frequent class")
     return table[["embedding", *[c for c in table.columns if c != "embedding"]]]
@@ -145,7 +175,9 @@ def lopo_label_transfer(
 def all_patient_embeddings(
     cohort: AnnData, fold_genes: dict[str, list[str]], gene_encoders: dict, gene_scorecard: dict
 ) -> AnnData:
-    """The cohort with ``obsm`` X_pca, X_harmony, X_scvi, X_scanvi from fits on every patient."""
+    """The cohort with ``obsm`` X_pca, X_harmony, X_scvi, X_scanvi from fits on every patient;
+    ``uns["gene_embeddings"]["not_fitted"]``: {kind: why} for an encoder the all-patient fit lacks.
+    """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
     n_pcs, seed = scorecard.n_pcs, scorecard.seed
     out = cohort.copy()
@@ -164,9 +196,16 @@ def all_patient_embeddings(
             proba = encoder.predict_proba(cohort)
             out.obsm["scanvi_class_probabilities"] = proba.to_numpy()
             out.uns["scanvi_classes"] = list(proba.columns)
+    not_fitted = {
+        kind: folds[ALL_PATIENTS]
+        for kind, folds in _not_fitted(cohort.obs, {ALL_PATIENTS: patients}, gene_encoders).items()
+    }
+    for kind, why in not_fitted.items():
+        logger.warning("all-patient %s embedding %s", kind, why)
     out.uns["gene_embeddings"] = {
         "fit": "all patients (transductive: for mixing metrics and figures only)",
         "embeddings": [k for k in EMBEDDINGS if f"X_{k}" in out.obsm],
+        "not_fitted": not_fitted,
     }
     return out
 
@@ -176,15 +215,20 @@ def gene_embedding_scorecard(
 ) -> pd.DataFrame:
     """One row per embedding: scib-metrics on the all-patient fit + LOPO kNN transfer (+ majority),
     and the patient decodability of the fold fits on their training patients (mean over folds).
+
+    An embedding whose model was not fitted in some fold (or in the all-patient fit) keeps its row:
+    its means are over the folds it was fitted in (``n_folds``), ``n_folds_not_fitted`` counts the
+    others and ``status`` says which and why (``fitted`` when none).
     """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
     obs = cohort_embedded.obs
+    not_fitted_all = dict(cohort_embedded.uns["gene_embeddings"].get("not_fitted", {}))
     rows = []
     baseline = gene_label_transfer[gene_label_transfer["embedding"] == "pca"]
-    for name in [*cohort_embedded.uns["gene_embeddings"]["embeddings"], "majority"]:
+    for name in [*EMBEDDINGS, "majority"]:
         per_fold = gene_label_transfer[gene_label_transfer["embedding"] == name]
         row = {"embedding": name}
-        if name != "majority":
+        if f"X_{name}" in cohort_embedded.obsm:
             row.update(
                 scib_scores(
                     cohort_embedded.obsm[f"X_{name}"],
@@ -200,23 +244,37 @@ def gene_embedding_scorecard(
         if name not in ("pca", "majority"):
             diff = paired_fold_differences(per_fold, baseline, metric="macro_f1")
             row.update({f"vs_pca_{k}": v for k, v in diff.items()})
-        if name in ("scvi", "scanvi"):
+        if name in VAE_KINDS:
             row["unseen_patient_max_abs_change"] = _unseen_patient_invariance(
                 cohort_embedded, gene_encoders, name
             )
+        row.update(_fit_status(per_fold, not_fitted_all.get(name)))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _fit_status(per_fold: pd.DataFrame, all_patients_reason: str | None) -> dict:
+    """``n_folds_not_fitted`` and ``status`` of one embedding's scorecard row, from its fold rows."""
+    status = per_fold.get("status", pd.Series(FITTED, index=per_fold.index)).astype(str)
+    missing = per_fold[status != FITTED]
+    parts = [f"{fold} {why}" for fold, why in zip(missing["fold"], status[status != FITTED], strict=True)]
+    if all_patients_reason:
+        parts.append(f"{ALL_PATIENTS} {all_patients_reason}")
+    return {"n_folds_not_fitted": len(missing), "status": "; ".join(parts) or FITTED}
+
+
 def _unseen_patient_invariance(cohort: AnnData, gene_encoders: dict, kind: str) -> float:
-    """Largest change of a held-out patient's embedding over the batch labels it could be given."""
-    worst = 0.0
+    """Largest change of a held-out patient's embedding over the batch labels it could be given
+    (NaN when no fold has a ``kind`` encoder: nothing to measure, not a perfect score).
+    """
+    worst = float("nan")
     for fold, encoders in gene_encoders.items():
         if fold == ALL_PATIENTS or kind not in encoders:
             continue
         held_out = fold.removeprefix("holdout_")
         spots = cohort[cohort.obs["patient"].astype(str).to_numpy() == held_out]
-        worst = max(worst, encoders[kind].batch_invariance(spots))
+        change = encoders[kind].batch_invariance(spots)
+        worst = change if np.isnan(worst) else max(worst, change)
     return worst
 
 
@@ -231,6 +289,9 @@ def gene_embedding_umaps(cohort_embedded: AnnData, gene_scorecard: dict) -> tupl
         coords, cohort_embedded.obs["patient"], "Gene embeddings by patient (mixing wanted)"
     )
     by_label = umap_grid(
-        coords, cohort_embedded.obs["label"], "Gene embeddings by tissue label (separation wanted)"
+        coords,
+        cohort_embedded.obs["label"],
+        "Gene embeddings by tissue label (separation wanted)",
+        by_label=True,
     )
     return by_patient, by_label
