@@ -11,15 +11,22 @@ from kedro.framework.startup import bootstrap_project
 
 
 @pytest.fixture(scope="module")
-def catalogs(project_root):
+def configs(project_root):
+    """Each environment's resolved configuration (``base_run``: the default run, no ``--env``)."""
     bootstrap_project(project_root)
     out = {}
     for env in ("base_run", "her2st"):
         with KedroSession.create(
             project_path=project_root, env=None if env == "base_run" else env
         ) as session:
-            out[env] = session.load_context().config_loader["catalog"]
+            loader = session.load_context().config_loader
+            out[env] = {"catalog": loader["catalog"], "parameters": loader["parameters"]}
     return out
+
+
+@pytest.fixture(scope="module")
+def catalogs(configs):
+    return {env: config["catalog"] for env, config in configs.items()}
 
 
 def _paths(catalog):
@@ -49,16 +56,12 @@ def test_the_her2st_catalogs_hold_only_what_differs(project_root):
     assert sorted(entries) == ["predict_slide", "raw_cohort"]
 
 
-def test_the_her2st_environment_gives_scanvi_every_label_and_changes_nothing_else_of_gene_vae(project_root):
+def test_the_her2st_environment_gives_scanvi_every_label_and_changes_nothing_else_of_gene_vae(
+    configs, project_root
+):
     """Only A1 is labelled and imaged on HER2ST, so base's image_spots budget would leave the fold
     holding A out without a label (conf/her2st/parameters_gene_vae.yml says why)."""
-    bootstrap_project(project_root)
-    params = {}
-    for env in ("base_run", "her2st"):
-        with KedroSession.create(
-            project_path=project_root, env=None if env == "base_run" else env
-        ) as session:
-            params[env] = session.load_context().config_loader["parameters"]["gene_vae"]
+    params = {env: config["parameters"]["gene_vae"] for env, config in configs.items()}
     assert params["base_run"]["scanvi_labels"] == "image_spots"
     assert params["her2st"] == {**params["base_run"], "scanvi_labels": "all"}
     own = yaml.safe_load((project_root / "conf" / "her2st" / "parameters_gene_vae.yml").read_text())

@@ -10,8 +10,9 @@ terminal and Jupyter keep rich.
 
 It edits the configuration Kedro keeps (``kedro.framework.project.LOGGING``), not the live
 handlers, because Kedro applies that configuration again after the project's settings are read
-and hands it to every ParallelRunner worker. A user's own configuration (``KEDRO_LOGGING_CONFIG``,
-``conf/logging.yml``) is theirs and is left alone: only Kedro's rich default is replaced.
+and hands it to every ParallelRunner worker. Only handlers of Kedro's ``RichHandler``
+class are replaced; any other handler of a user's own configuration (``KEDRO_LOGGING_CONFIG``,
+``conf/logging.yml``) is left as it is.
 """
 
 from __future__ import annotations

@@ -71,8 +71,9 @@ def share_declared_memory_datasets(catalog, names) -> list[str]:
     (put there by the caller before the run) is left as it is: its data would be lost.
     """
     shared = []
-    for name in sorted(names):
-        if name in catalog and type(catalog.get(name)) is MemoryDataset and not catalog.get(name).exists():
+    for name in sorted(n for n in names if n in catalog):
+        dataset = catalog.get(name)
+        if type(dataset) is MemoryDataset and not dataset.exists():
             catalog[name] = SharedMemoryDataset()
             shared.append(name)
     return shared

@@ -12,7 +12,6 @@ import shutil
 
 import lightning as L
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -26,7 +25,6 @@ from tpir_kedro.models.inference import embed_patches
 from tpir_kedro.models.patch_data import SpotPairs
 from tpir_kedro.models.training import FINAL_WEIGHTS, TrainingData, train_image_model, training_fingerprint
 from tpir_kedro.models.training_config import TrainingConfig
-from tpir_kedro.models.training_runs import summarise_training_runs
 from tpir_kedro.models.variants import parse_variant
 
 N_SPOTS, N_STORE, N_CLASSES, SIZE, VIEWS, BATCH, STEPS = 48, 60, 3, 32, 4, 8, 12
@@ -274,44 +272,3 @@ def test_a_changed_loss_retrains_instead_of_reusing_the_old_run(views, tmp_path,
     )
     assert (tmp_path / f"seed0-{after_edit.fingerprint}" / FINAL_WEIGHTS).is_file()
     assert code_digest_mod.models_code_digest() == source_digest(MODELS_PACKAGE)
-
-
-# --- steps and plateau per run ----------------------------------------------------------------
-
-
-def _history(losses: np.ndarray, variant: str = "clip") -> pd.DataFrame:
-    steps = np.arange(len(losses))
-    return pd.DataFrame(
-        {
-            "epoch": steps // 10,
-            "step": steps,
-            "train_loss_step": losses,
-            "train_loss_epoch": np.nan,
-            "variant": variant,
-            "fold": "holdout_B",
-            "seed": 0,
-        }
-    )
-
-
-def test_a_run_that_levelled_off_is_told_from_one_still_falling():
-    t = np.arange(200, dtype=float)
-    levelled = 0.2 + 2.0 * np.exp(-t / 15)
-    falling = 2.2 - 0.01 * t
-    rising_then_level = 3.0 - 0.8 * np.exp(-t / 15)  # a moving-target loss (BLEEP's) may rise as it converges
-    histories = [
-        _history(levelled, "levelled"),
-        _history(falling, "falling"),
-        _history(np.full(200, 1.0), "flat"),
-        _history(rising_then_level, "rising"),
-    ]
-    table = summarise_training_runs(pd.concat(histories))
-    by = table.set_index("variant")
-    assert by.loc["levelled", "steps"] == 200 and by.loc["levelled", "epochs"] == 20
-    assert by.loc["levelled", "plateaued"] and by.loc["levelled", "loss_fell"]
-    assert not by.loc["falling", "plateaued"] and by.loc["falling", "loss_fell"]
-    assert by.loc["falling", "last_quarter_share_of_change"] == pytest.approx(1 / 3, abs=0.01)
-    # A loss that did not fall did not learn: level or not, it is no plateau (issue 28).
-    assert not by.loc["rising", "plateaued"] and not by.loc["rising", "loss_fell"]
-    assert not by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]
-    assert by.loc["rising", "state"] == by.loc["flat", "state"] == "not learning"

@@ -15,7 +15,7 @@ from tpir_kedro.pipelines.contrastive.nodes import training_runs
 STEPS = 400
 
 
-def _history(losses: np.ndarray, variant: str) -> pd.DataFrame:
+def _history(losses: np.ndarray, variant: str = "clip") -> pd.DataFrame:
     steps = np.arange(len(losses))
     return pd.DataFrame(
         {
@@ -107,3 +107,26 @@ def test_the_node_warns_a_run_that_did_not_learn_apart_from_one_still_learning(h
     for variant in ("flat_noisy", "rising"):
         assert len(messages[variant]) == 1
         assert "did not fall" in messages[variant][0] and "levelled off" not in messages[variant][0]
+
+
+def test_a_run_that_levelled_off_is_told_from_one_still_falling():
+    t = np.arange(200, dtype=float)
+    levelled = 0.2 + 2.0 * np.exp(-t / 15)
+    falling = 2.2 - 0.01 * t
+    rising_then_level = 3.0 - 0.8 * np.exp(-t / 15)  # a moving-target loss (BLEEP's) may rise as it converges
+    histories = [
+        _history(levelled, "levelled"),
+        _history(falling, "falling"),
+        _history(np.full(200, 1.0), "flat"),
+        _history(rising_then_level, "rising"),
+    ]
+    table = summarise_training_runs(pd.concat(histories))
+    by = table.set_index("variant")
+    assert by.loc["levelled", "steps"] == 200 and by.loc["levelled", "epochs"] == 20
+    assert by.loc["levelled", "plateaued"] and by.loc["levelled", "loss_fell"]
+    assert not by.loc["falling", "plateaued"] and by.loc["falling", "loss_fell"]
+    assert by.loc["falling", "last_quarter_share_of_change"] == pytest.approx(1 / 3, abs=0.01)
+    # A loss that did not fall did not learn: level or not, it is no plateau (issue 28).
+    assert not by.loc["rising", "plateaued"] and not by.loc["rising", "loss_fell"]
+    assert not by.loc["flat", "plateaued"] and not by.loc["flat", "loss_fell"]
+    assert by.loc["rising", "state"] == by.loc["flat", "state"] == "not learning"
