@@ -51,11 +51,27 @@ def test_the_grid_follows_variants_seeds_sections_and_final_models():
         ({"image_runs": {"seeds": []}}, "seeds"),
         ({"folds": {"held_out_patients": ["A__B"]}}, "cannot name a grid cell"),
         ({"folds": {"held_out_patients": ["A.1"]}}, "cannot name a grid cell"),
+        (
+            {"variants": {"clip": {"gene_input": "sysvi"}}},
+            r"variants\.clip\.gene_input: 'sysvi' is neither 'log_hvg' nor a gene encoder of gene_vae\.fit",
+        ),
+        (
+            {"variants": {"x": {"gene_input": "sysvi"}}, "gene_vae": {"fit": ["sysvi"]}},
+            r"gene_vae\.fit: unknown encoder\(s\) \['sysvi'\]",
+        ),
     ],
 )
 def test_a_grid_that_cannot_be_built_says_why(overrides, message):
     with pytest.raises(ValueError, match=message):
         grid_from_parameters(params(**overrides))
+
+
+def test_a_variant_may_take_any_gene_encoder_the_run_fits():
+    family = {"scvi": {"model": "scvi"}, "sysvi": {"model": "sysvi"}}
+    grid = grid_from_parameters(
+        params(variants={"x": {"gene_input": "sysvi"}}, gene_vae={"family": family, "fit": ["scvi", "sysvi"]})
+    )
+    assert grid.fold_cells[0].variant == "x"
 
 
 def test_each_cell_is_a_namespace_whose_tables_the_gatherers_read():

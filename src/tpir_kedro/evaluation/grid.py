@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, fold_key, held_out_units
+from tpir_kedro.models.gene_encoder_family import parse_family
 from tpir_kedro.models.image_runs import ImageRuns
+from tpir_kedro.models.variants import LOG_HVG
 
 SEPARATOR = "__"  # between a cell's parts; top-level namespaces, so plugins make one task per cell
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -64,6 +66,20 @@ class Grid:
         return {c.fold: str(c.unit) for c in self.fold_cells}
 
 
+def _check_gene_inputs(defined: Mapping[str, Any], variants: list[str], gene_vae: Mapping[str, Any]) -> None:
+    """Each variant's ``gene_input`` is ``log_hvg`` or a gene encoder ``gene_vae.fit`` names: a
+    misspelt encoder fails when the grid is declared, not as a variant skipped in every fold.
+    """
+    fitted = [s.name for s in parse_family(gene_vae.get("family"), gene_vae.get("fit"))]
+    for name in variants:
+        gene_input = (defined.get(name) or {}).get("gene_input")
+        if gene_input is not None and gene_input != LOG_HVG and gene_input not in fitted:
+            raise ValueError(
+                f"variants.{name}.gene_input: {gene_input!r} is neither {LOG_HVG!r} nor a gene encoder "
+                f"of gene_vae.fit {fitted} (add it there, with its entry in gene_vae.family)"
+            )
+
+
 def grid_from_parameters(params: Mapping[str, Any]) -> Grid:
     """The cells that ``params`` declare: every variant x held-out unit x seed, then one final cell
     per variant (first seed) when ``image_runs.final_models``.
@@ -74,6 +90,7 @@ def grid_from_parameters(params: Mapping[str, Any]) -> Grid:
     unknown = [v for v in variants if v not in defined]
     if unknown:
         raise ValueError(f"image_runs.variants: unknown variant(s) {unknown}; defined: {sorted(defined)}")
+    _check_gene_inputs(defined, variants, params.get("gene_vae") or {})
     units = held_out_units(params.get("folds") or {})
     if units is None:
         raise ValueError(

@@ -9,6 +9,10 @@ Why an unseen patient can be embedded at all: scvi-tools' encoder q(z|x) only se
 only and the embedding (the posterior mean of q(z|x)) does not depend on it. A new patient's spots
 are therefore given any training batch category (the first one) purely to satisfy the registry;
 :meth:`GeneEncoder.batch_invariance` measures that this changes nothing.
+
+SysVI is the exception: its encoder takes the patient. Training spots are embedded with their own
+patient; a patient it never saw gets the mean of its embeddings as each training patient
+(scvi-tools' query mapping for SysVI refuses batches the reference lacks).
 """
 
 from __future__ import annotations
@@ -36,8 +40,10 @@ ENCODER_JSON = "encoder.json"
 WEIGHTS_FILE = "weights.pt"
 SCVI_MODEL_DIR = "scvi_model"
 FORMAT_VERSION = 1
-KINDS = ("scvi", "scanvi")
-_MODEL_CLASS_NAMES = {"scvi": "SCVI", "scanvi": "SCANVI"}
+KINDS = ("scvi", "scanvi", "sysvi")
+_MODEL_CLASS_NAMES = {"scvi": "SCVI", "scanvi": "SCANVI", "sysvi": "SysVI"}
+# SysVI's input layer: log1p(CP10k) of the model's genes (its decoder is Gaussian, not a count model).
+SYSVI_LAYER = "log1p_cp10k"
 # scvi-tools registry keys (scvi.REGISTRY_KEYS.BATCH_KEY / LABELS_KEY); spelled out so that this
 # module does not import scvi-tools until a model is actually used.
 _BATCH = "batch"
@@ -86,9 +92,34 @@ def gene_counts(cohort: AnnData, genes: Sequence[str], what: str) -> sp.csr_matr
     return counts
 
 
+def model_input_layer(counts) -> sp.csr_matrix:
+    """SysVI's input from the (n_spots, n_genes) counts of the model's genes: log1p(CP10k) over those
+    genes. One rule for fitting and embedding, so both see the same transform.
+    """
+    from tpir_kedro.cohort.log_expression import log_normalise
+
+    return log_normalise(counts)
+
+
+def _model_class(kind: str):
+    import scvi
+    from scvi.external import SysVI
+
+    return SysVI if kind == "sysvi" else getattr(scvi.model, _MODEL_CLASS_NAMES[kind])
+
+
+def _n_latent(model) -> int:
+    """Embedding width: scVI/scANVI modules carry it; SysVI's keeps it only in its init arguments."""
+    if hasattr(model.module, "n_latent"):
+        return int(model.module.n_latent)
+    return int(model.init_params_["kwargs"]["model_kwargs"]["n_latent"])
+
+
 def registry_mapping(model, registry_key: str) -> list:
     """The category order scvi-tools registered for ``registry_key`` (``"batch"``/``"labels"``)."""
-    state = model.registry_["field_registries"][registry_key]["state_registry"]
+    state = model.registry_["field_registries"].get(registry_key, {}).get("state_registry")
+    if not state:  # SysVI registers no labels
+        return []
     return [_plain(v) for v in state["categorical_mapping"]]
 
 
@@ -110,7 +141,7 @@ class GeneEncoder:
 
     Attributes
     ----------
-    kind: ``"scvi"`` or ``"scanvi"``.
+    kind: the scvi-tools model, ``"scvi"``, ``"scanvi"`` or ``"sysvi"`` (the family entry's ``model``).
     genes: the model's genes, in model order; a cohort must contain all of them.
     batch_categories: the training batches (patients), in registry order. With a single training
         batch the model has no batch covariate and this holds that one patient.
@@ -138,7 +169,7 @@ class GeneEncoder:
         self.genes = [str(g) for g in genes]
         self.batch_categories = [str(b) for b in batch_categories]
         self.label_categories = [str(c) for c in label_categories] if kind == "scanvi" else None
-        self.n_latent = int(model.module.n_latent)
+        self.n_latent = _n_latent(model)
         if model.adata is not None and list(model.adata.var_names.astype(str)) != self.genes:
             raise ValueError("the model's genes differ from the encoder's gene list")
         registered = [str(b) for b in self._batch_mapping]
@@ -173,6 +204,8 @@ class GeneEncoder:
         return registry_mapping(self.model, _LABELS)
 
     def _require_batch_free_encoder(self) -> None:
+        if self.kind == "sysvi":
+            return  # takes the patient by design; embed averages unseen patients over training ones
         if getattr(self.model.module, "encode_covariates", True):
             raise ValueError(
                 "this model's encoder takes the batch as input (encode_covariates=True), so spots "
@@ -217,10 +250,11 @@ class GeneEncoder:
                 categories=self._label_mapping,
             )
         adata = AnnData(obs=obs, var=pd.DataFrame(index=pd.Index(self.genes)))
+        values = model_input_layer(counts) if setup.get("layer") == SYSVI_LAYER else counts
         if setup.get("layer") is None:
-            adata.X = counts
+            adata.X = values
         else:
-            adata.layers[setup["layer"]] = counts
+            adata.layers[setup["layer"]] = values
         return adata
 
     def _forget(self, adata: AnnData) -> None:
@@ -248,10 +282,21 @@ class GeneEncoder:
     def embed(self, cohort: AnnData) -> np.ndarray:
         """Posterior mean of q(z|x) for every spot: (n_obs, n_latent) float array, obs order.
 
-        Spots of patients the model never saw are fine (see the module docstring).
+        Spots of patients the model never saw are fine (see the module docstring); for SysVI they
+        get the mean of their embeddings as each training patient.
         """
         self._require_batch_free_encoder()
-        return self._latent(self._model_input(cohort))
+        z = self._latent(self._model_input(cohort))
+        if self.kind != "sysvi" or self._batch_key not in cohort.obs.columns:
+            unseen = np.ones(cohort.n_obs, bool) if self.kind == "sysvi" else np.zeros(cohort.n_obs, bool)
+        else:
+            unseen = ~cohort.obs[self._batch_key].astype(str).isin(self._batch_mapping).to_numpy()
+        if unseen.any():
+            spots = cohort[unseen]
+            z[unseen] = np.mean(
+                [self._latent(self._model_input(spots, assign_batch=b)) for b in self._batch_mapping], axis=0
+            )
+        return z
 
     def predict_proba(self, cohort: AnnData) -> pd.DataFrame:
         """ScANVI's soft class probabilities: (n_obs, n_classes), columns ``label_categories``,
@@ -331,7 +376,7 @@ class GeneEncoder:
                 "label_categories": self.label_categories,
                 "registry_batch_mapping": self._batch_mapping,
                 "registry_label_mapping": self._label_mapping,
-                "n_labels": int(self.model.module.n_labels),
+                "n_labels": int(getattr(self.model.module, "n_labels", 0)),
                 "setup_args": _plain(self._setup_args),
                 "init_params": _plain(self.model.init_params_),
             }
@@ -353,7 +398,6 @@ class GeneEncoder:
         placeholder AnnData with the saved genes and categories, then the tensors of
         ``weights.pt`` are loaded with ``weights_only=True``. Returns a CPU model in eval mode.
         """
-        import scvi
         import torch
 
         quiet_scvi()
@@ -370,19 +414,23 @@ class GeneEncoder:
         kind = meta["kind"]
         if kind not in KINDS:
             raise ValueError(f"{meta_path}: unknown kind {kind!r}")
-        model_cls = getattr(scvi.model, _MODEL_CLASS_NAMES[kind])
+        model_cls = _model_class(kind)
         setup_args = dict(meta["setup_args"])
 
         placeholder = _placeholder_anndata(meta)
         model_cls.setup_anndata(placeholder, **setup_args)
         init = meta["init_params"]
         kwargs = {k: v for group in init.get("kwargs", {}).values() for k, v in group.items()}
-        model = model_cls(placeholder, **init["non_kwargs"], **kwargs)
+        non_kwargs = dict(init["non_kwargs"])
+        # SysVI's VampPrior pseudo-inputs are indices into the training data; on the placeholder
+        # they are drawn afresh, and the trained pseudo-inputs come back with the weights.
+        non_kwargs.pop("pseudoinputs_data_indices", None)
+        model = model_cls(placeholder, **non_kwargs, **kwargs)
 
         rebuilt = {
             "registry_batch_mapping": registry_mapping(model, _BATCH),
             "registry_label_mapping": registry_mapping(model, _LABELS),
-            "n_labels": int(model.module.n_labels),
+            "n_labels": int(getattr(model.module, "n_labels", 0)),
         }
         for key, value in rebuilt.items():
             if value != meta[key]:
@@ -425,6 +473,7 @@ def _placeholder_anndata(meta: Mapping[str, Any]) -> AnnData:
             # no unlabelled row and not every class -> scvi-tools keeps all categories as classes
             label_values = [c for c in label_cats if c != unlabeled][:-1] or label_cats[:1]
     n = _N_PLACEHOLDER_PER_CATEGORY * max(len(batch_cats), len(label_values), 1)
+    n = max(n, int(meta["init_params"].get("non_kwargs", {}).get("n_prior_components") or 0))
     obs = pd.DataFrame(index=pd.Index([f"placeholder{i}" for i in range(n)]))
     if batch_cats:
         obs[setup["batch_key"]] = pd.Categorical(

@@ -1,9 +1,11 @@
-"""Stage 1: the batch-agnostic gene encoders, scVI then scANVI, on raw spot counts.
+"""Stage 1: the batch-agnostic gene encoders, on raw spot counts.
 
-``fit_gene_encoders`` trains scvi-tools' ``SCVI`` on ``layers["counts"]`` with the patient as the
-batch covariate, then ``SCANVI`` initialised from it with the pathologist labels (the six tissue
-classes; ``undetermined`` and ``unlabelled`` both count as "no label"). Everything it learns comes
-from the AnnData it is given: callers pass the training fold only.
+``fit_gene_encoders`` trains the entries of the gene-encoder family
+(:mod:`~tpir_kedro.models.gene_encoder_family`), by default scvi-tools' ``SCVI`` on
+``layers["counts"]`` with the patient as the batch covariate, then ``SCANVI`` initialised from it
+with the pathologist labels (the six tissue classes; ``undetermined`` and ``unlabelled`` both count
+as "no label"); SysVI and the adversarial or batch-embedding scVIs when the family lists them.
+Everything it learns comes from the AnnData it is given: callers pass the training fold only.
 
 The encoder keeps scvi-tools' default ``encode_covariates=False``: the batch enters the decoder,
 never q(z|x), so the embedding of a patient outside training needs no batch of its own (see
@@ -25,7 +27,8 @@ from anndata import AnnData
 
 from tpir_kedro.cohort.schema import COUNTS_LAYER, LABEL_CATEGORIES, TISSUE_CLASSES, UNLABELLED
 from tpir_kedro.models.cpu_threads import pin_torch_threads
-from tpir_kedro.models.gene_encoder import GeneEncoder, gene_counts
+from tpir_kedro.models.gene_encoder import SYSVI_LAYER, GeneEncoder, gene_counts, model_input_layer
+from tpir_kedro.models.gene_encoder_family import EncoderSpec, parse_family
 from tpir_kedro.quiet_logs import quiet_scvi
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,14 @@ class GeneVaeConfig:
     # scvi-tools warms the KL weight up over 400 epochs; with fewer epochs the weight never reaches
     # 1, the posterior stays loose and keeps the batch. None: half of each model's epochs.
     kl_warmup_epochs: int | None = None
+    # Which gene encoders to fit (names of ``family``) and the family itself
+    # (:mod:`~tpir_kedro.models.gene_encoder_family`); None: scVI and scANVI.
+    fit: tuple[str, ...] | None = None
+    family: Mapping[str, Any] | None = None
+
+    def encoder_specs(self) -> list[EncoderSpec]:
+        """The encoders to fit, checked, in fitting order (each scANVI after its base scVI)."""
+        return parse_family(self.family, self.fit)
 
     def kl_warmup(self, max_epochs: int) -> int:
         return max(1, max_epochs // 2) if self.kl_warmup_epochs is None else int(self.kl_warmup_epochs)
@@ -65,7 +76,11 @@ class GeneVaeConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown gene VAE config key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**d)
+        if d.get("fit") is not None:
+            d["fit"] = tuple(str(n) for n in d["fit"])
+        config = cls(**d)
+        config.encoder_specs()  # a bad family entry fails here, naming its key
+        return config
 
 
 def fit_gene_encoders(
@@ -75,22 +90,22 @@ def fit_gene_encoders(
     batch_key: str = "batch",
     label_key: str = "label",
 ) -> dict[str, GeneEncoder]:
-    """Train scVI on ``cohort.layers["counts"][:, genes]`` (batch = ``obs[batch_key]``), then scANVI
-    from it with ``obs[label_key]``.
+    """Train the encoders of ``config.encoder_specs()`` on ``cohort.layers["counts"][:, genes]``
+    (batch = ``obs[batch_key]``); scANVI entries from their base scVI with ``obs[label_key]``.
 
     ``cohort``: (n_spots, n_genes_total) AnnData in the cohort format, holding the training spots
     only (e.g. one fold's training patients); ``genes``: the model's inputs, in model order, all
     present in ``cohort.var_names``. Each returned encoder maps counts of those genes to an
     (n_spots, ``config.n_latent``) embedding.
 
-    Returns ``{"scvi": GeneEncoder, "scanvi": GeneEncoder}``; without any spot carrying a tissue
-    class there is nothing to supervise and only ``"scvi"`` is returned (logged as a warning).
-    With a single batch category there is nothing to correct: the model is trained without a
-    batch covariate. ``cohort`` is not modified.
+    Returns ``{name: GeneEncoder}`` in fitting order (by default ``{"scvi", "scanvi"}``). Without
+    any spot carrying a tissue class there is nothing to supervise and scANVI entries are left out
+    (logged as a warning). With a single batch category there is nothing to correct: scVI is
+    trained without a batch covariate (SysVI, which needs two, is then an error). ``cohort`` is
+    not modified.
     """
-    import scvi
-
     quiet_scvi()
+    specs = config.encoder_specs()
     train = _training_anndata(cohort, genes, batch_key, label_key)
     batch_categories = list(train.obs[batch_key].cat.categories)
     setup_batch_key: str | None = batch_key
@@ -101,68 +116,133 @@ def fit_gene_encoders(
             batch_categories[0],
         )
         setup_batch_key = None
+    encoders: dict[str, GeneEncoder] = {}
+    for spec in specs:
+        # scvi-tools seeds torch, numpy and python (lightning's seed_everything) and its own data
+        # splits; reseeding before each model makes each fit reproducible on its own. The thread
+        # count too: it changes float sums, and earlier nodes in this process may have changed it.
+        pin_torch_threads()
+        started = time.perf_counter()
+        if spec.model == "scvi":
+            model = _fit_scvi(train, spec, config, setup_batch_key)
+        elif spec.model == "sysvi":
+            model = _fit_sysvi(train, spec, config, setup_batch_key)
+        else:
+            model = _fit_scanvi(train, encoders[spec.base].model, spec, config)
+            if model is None:
+                continue
+        encoders[spec.name] = GeneEncoder(
+            model,
+            kind=spec.model,
+            genes=genes,
+            batch_categories=batch_categories,
+            label_categories=list(TISSUE_CLASSES) if spec.model == "scanvi" else None,
+        )
+        encoders[spec.name].training_seconds = time.perf_counter() - started
+    return encoders
 
-    trainer_kwargs = {
-        "accelerator": config.accelerator,
-        "batch_size": config.batch_size,
-        "enable_progress_bar": False,
-    }
 
-    # scvi-tools seeds torch, numpy and python (lightning's seed_everything) and its own data
-    # splits; reseeding before each model makes each fit reproducible on its own. The thread
-    # count too: it changes float sums, and earlier nodes in this process may have changed it.
-    pin_torch_threads()
+def _trainer_kwargs(config: GeneVaeConfig) -> dict:
+    return {"accelerator": config.accelerator, "batch_size": config.batch_size, "enable_progress_bar": False}
+
+
+def _fit_scvi(train: AnnData, spec: EncoderSpec, config: GeneVaeConfig, batch_key: str | None):
+    """Fit scVI on the counts; with ``adversarial_weight`` > 0 under scvi-tools' adversarial plan."""
+    import scvi
+
+    # Each model its own copy: setup_anndata registers the AnnData it is given with that model.
+    train = train.copy()
     scvi.settings.seed = config.seed
-    scvi.model.SCVI.setup_anndata(train, layer=COUNTS_LAYER, batch_key=setup_batch_key)
-    scvi_model = scvi.model.SCVI(
+    scvi.model.SCVI.setup_anndata(train, layer=COUNTS_LAYER, batch_key=batch_key)
+    model = scvi.model.SCVI(
         train,
         n_hidden=config.n_hidden,
         n_latent=config.n_latent,
         n_layers=config.n_layers,
         dropout_rate=config.dropout_rate,
         gene_likelihood=config.gene_likelihood,
+        batch_representation=spec.batch_representation,
     )
     # encode_covariates stays at scvi-tools' default False: q(z|x) must not see the batch, so
     # that a patient outside training can be embedded (GeneEncoder.embed relies on it).
-    if scvi_model.module.encode_covariates:
+    if model.module.encode_covariates:
         raise RuntimeError("scVI's encoder unexpectedly takes the batch (encode_covariates=True)")
-    logger.info(
-        "gene VAE: training scVI on %d spots x %d genes, %d batch(es), %d epochs",
-        train.n_obs,
-        train.n_vars,
-        len(batch_categories),
-        config.scvi_max_epochs,
-    )
+    plan = _plan(config, config.scvi_max_epochs)
+    if spec.adversarial_weight > 0:
+        from scvi.train import AdversarialTrainingPlan
+
+        # The instance's plan class only: the saved model is a plain SCVI (the adversary is a
+        # training device, not part of the encoder). A fixed scale, not scvi-tools' "auto"
+        # (1 - kl_weight), which would switch the adversary off once the KL warm-up ends.
+        model._training_plan_cls = AdversarialTrainingPlan
+        plan.update(adversarial_classifier=True, scale_adversarial_loss=spec.adversarial_weight)
+    _log_fit(spec, train, batch_key, config.scvi_max_epochs)
     # BatchNorm fails on a last minibatch of one spot and fold sizes are arbitrary: drop it.
     # (Not for scANVI: its labelled and full loaders are zipped and must stay the same length.)
-    started = time.perf_counter()
-    scvi_model.train(
+    model.train(
         max_epochs=config.scvi_max_epochs,
         datasplitter_kwargs={"drop_last": True},
-        **{**trainer_kwargs, "plan_kwargs": _plan(config, config.scvi_max_epochs)},
+        **{**_trainer_kwargs(config), "plan_kwargs": plan},
     )
-    encoders = {"scvi": GeneEncoder(scvi_model, kind="scvi", genes=genes, batch_categories=batch_categories)}
-    encoders["scvi"].training_seconds = time.perf_counter() - started
+    return model
+
+
+def _fit_sysvi(train: AnnData, spec: EncoderSpec, config: GeneVaeConfig, batch_key: str | None):
+    """SysVI on log-normalised expression (its Gaussian decoder models continuous data)."""
+    import scvi
+    from scvi.external import SysVI
+
+    if batch_key is None:
+        raise ValueError(
+            f"gene encoder {spec.name!r} (SysVI) needs at least two training patients: its cycle "
+            "loss translates each spot into another patient"
+        )
+    sysvi_input = train.copy()
+    sysvi_input.layers[SYSVI_LAYER] = model_input_layer(train.layers[COUNTS_LAYER])
+    scvi.settings.seed = config.seed
+    SysVI.setup_anndata(sysvi_input, batch_key=batch_key, layer=SYSVI_LAYER)
+    model = SysVI(
+        sysvi_input,
+        prior=spec.prior,
+        n_prior_components=spec.n_prior_components,
+        n_latent=config.n_latent,
+        n_hidden=config.n_hidden,
+        n_layers=config.n_layers,
+        dropout_rate=config.dropout_rate,
+    )
+    _log_fit(spec, train, batch_key, config.scvi_max_epochs)
+    # SysVI turns the KL warm-up off itself (its authors found it hurts the cycle model).
+    model.train(
+        max_epochs=config.scvi_max_epochs,
+        datasplitter_kwargs={"drop_last": True},
+        **{
+            **_trainer_kwargs(config),
+            "plan_kwargs": {"lr": config.learning_rate, "z_distance_cycle_weight": spec.cycle_weight},
+        },
+    )
+    return model
+
+
+def _fit_scanvi(train: AnnData, base_model, spec: EncoderSpec, config: GeneVaeConfig):
+    """Fit scANVI from a trained scVI, or None (logged) when no training spot carries a class."""
+    import scvi
 
     n_classified = int((train.obs[SCANVI_LABEL_KEY] != UNLABELLED).sum())
     if n_classified == 0:
         logger.warning(
-            "gene VAE: scANVI skipped: no training spot carries a tissue class (all are "
-            "undetermined or unlabelled), so there is nothing to supervise; returning scVI only"
+            "gene VAE: scANVI skipped (%s): no training spot carries a tissue class (all are "
+            "undetermined or unlabelled), so there is nothing to supervise",
+            spec.name,
         )
-        return encoders
-
+        return None
     # A copy: scANVI's setup writes its own registry columns into obs, the scVI model's AnnData
     # stays as it was trained.
     scanvi_train = train.copy()
     scvi.settings.seed = config.seed
-    scanvi_model = scvi.model.SCANVI.from_scvi_model(
-        scvi_model,
-        unlabeled_category=UNLABELLED,
-        labels_key=SCANVI_LABEL_KEY,
-        adata=scanvi_train,
+    model = scvi.model.SCANVI.from_scvi_model(
+        base_model, unlabeled_category=UNLABELLED, labels_key=SCANVI_LABEL_KEY, adata=scanvi_train
     )
-    if scanvi_model.module.n_labels != len(TISSUE_CLASSES):
+    if model.module.n_labels != len(TISSUE_CLASSES):
         # scvi-tools' rule: with no unlabelled spot and a class missing, the unlabelled category
         # becomes a classifier output too; GeneEncoder.predict_proba drops it and renormalises.
         logger.warning(
@@ -173,7 +253,9 @@ def fit_gene_encoders(
             UNLABELLED,
         )
     logger.info(
-        "gene VAE: training scANVI, %d of %d spots labelled, %d epochs",
+        "gene VAE: training %s (scANVI from %s), %d of %d spots labelled, %d epochs",
+        spec.name,
+        spec.base,
         n_classified,
         train.n_obs,
         config.scanvi_max_epochs,
@@ -184,26 +266,29 @@ def fit_gene_encoders(
     per_class = train.obs.loc[train.obs[SCANVI_LABEL_KEY] != UNLABELLED, SCANVI_LABEL_KEY].value_counts()
     n_labelled_per_epoch = int(per_class.clip(upper=config.n_samples_per_label).sum())
     batch_size = safe_batch_size([train.n_obs, n_labelled_per_epoch], config.batch_size)
-    started = time.perf_counter()
-    scanvi_model.train(
+    model.train(
         max_epochs=config.scanvi_max_epochs,
         n_samples_per_label=config.n_samples_per_label,
         train_size=1.0,
         **{
-            **trainer_kwargs,
+            **_trainer_kwargs(config),
             "batch_size": batch_size,
             "plan_kwargs": _plan(config, config.scanvi_max_epochs),
         },
     )
-    encoders["scanvi"] = GeneEncoder(
-        scanvi_model,
-        kind="scanvi",
-        genes=genes,
-        batch_categories=batch_categories,
-        label_categories=list(TISSUE_CLASSES),
+    return model
+
+
+def _log_fit(spec: EncoderSpec, train: AnnData, batch_key: str | None, epochs: int) -> None:
+    logger.info(
+        "gene VAE: training %s (%s) on %d spots x %d genes, %d batch(es), %d epochs",
+        spec.name,
+        spec.model,
+        train.n_obs,
+        train.n_vars,
+        train.obs[batch_key].nunique() if batch_key else 1,
+        epochs,
     )
-    encoders["scanvi"].training_seconds = time.perf_counter() - started
-    return encoders
 
 
 def _training_anndata(cohort: AnnData, genes: Sequence[str], batch_key: str, label_key: str) -> AnnData:

@@ -8,13 +8,16 @@ parameters, so losses are only ever compared on the same backbone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 OBJECTIVES = ("contrastive", "supervised", "none")
-GENE_INPUTS = ("log_hvg", "scvi", "scanvi")
-VAE_INPUTS = ("scvi", "scanvi")
+# gene_input: log-normalised expression through a trainable MLP, or the embedding of a gene encoder
+# that gene_vae.fit names (models/gene_encoder_family.py; checked against it when the grid is built).
+LOG_HVG = "log_hvg"
+_ENCODER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 BATCH_KINDS = ("mixed", "single_patient")  # models/samplers.py BATCHES
 _KEYS = {
     "objective",
@@ -96,9 +99,10 @@ def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
     if variant.batches != "mixed" and not variant.trains:
         raise ValueError(f"variant {name!r}: batches only apply to a trained variant")
     if objective == "contrastive":
-        if variant.gene_input not in GENE_INPUTS:
+        if variant.gene_input != LOG_HVG and not _ENCODER_NAME.match(str(variant.gene_input or "")):
             raise ValueError(
-                f"variant {name!r}: gene_input {variant.gene_input!r} is not one of {GENE_INPUTS}"
+                f"variant {name!r}: gene_input {variant.gene_input!r} is neither {LOG_HVG!r} nor the "
+                "name of a gene encoder (gene_vae.family)"
             )
         if variant.loss is None:
             raise ValueError(f"variant {name!r}: a contrastive variant needs a loss")
@@ -109,10 +113,11 @@ def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
         if (
             variant.loss == "similarity"
             and variant.loss_params.get("target_source", "gene") != "image"
-            and variant.gene_input not in VAE_INPUTS
+            and variant.gene_input == LOG_HVG
         ):
             raise ValueError(
-                f"variant {name!r}: similarity targets from genes need gene_input scvi or scanvi"
+                f"variant {name!r}: similarity targets from genes need a gene encoder's embedding as "
+                f"gene_input (e.g. scvi or scanvi), not {LOG_HVG}"
             )
         if variant.use_class_probs and variant.gene_input != "scanvi":
             raise ValueError(

@@ -36,7 +36,7 @@ from tpir_kedro.evaluation.folds import ALL_PATIENTS
 from tpir_kedro.evaluation.protocol import EvaluationProtocol
 from tpir_kedro.imaging.patch_store import PatchStore
 from tpir_kedro.models.training_config import TrainingConfig
-from tpir_kedro.models.variants import VAE_INPUTS, VariantSpec, parse_variants
+from tpir_kedro.models.variants import LOG_HVG, VariantSpec, parse_variants
 
 if TYPE_CHECKING:
     from tpir_kedro.models.training import TrainedImageModel, TrainingData
@@ -256,7 +256,7 @@ def _trainable(specs: list[VariantSpec], inputs: FoldInputs) -> list[VariantSpec
     labelled = (inputs.train_label_codes >= 0).any()
     kept = []
     for variant in specs:
-        needs = ({variant.gene_input} & set(VAE_INPUTS)) | ({"scanvi"} if variant.use_class_probs else set())
+        needs = ({variant.gene_input} - {LOG_HVG, None}) | ({"scanvi"} if variant.use_class_probs else set())
         missing = sorted(needs - set(inputs.embeddings))
         if variant.needs_labels and not labelled:
             logger.warning(

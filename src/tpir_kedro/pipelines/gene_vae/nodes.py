@@ -38,15 +38,32 @@ from tpir_kedro.evaluation.patient_decodability import fold_patient_decodability
 from tpir_kedro.evaluation.protocol import GeneScorecard
 from tpir_kedro.models.expression_baselines import harmony_embedding
 from tpir_kedro.models.gene_encoder import GeneEncoder
+from tpir_kedro.models.gene_encoder_family import EncoderSpec
 from tpir_kedro.models.gene_vae import GeneVaeConfig, fit_gene_encoders
 from tpir_kedro.reporting.embedding_umaps import umap_coordinates, umap_grid
 
 logger = logging.getLogger(__name__)
 
 SCANVI_TRAINING_LABEL = "scanvi_training_label"  # obs column: the labels within the label budget
-EMBEDDINGS = ("pca", "harmony", "scvi", "scanvi")
-VAE_KINDS = ("scvi", "scanvi")
+BASELINES = ("pca", "harmony")  # fitted here, not by gene_vae.fit
 FITTED = "fitted"  # the ``status`` of a fold (or embedding) whose model exists
+
+
+def _vae_settings(gene_vae: dict | None) -> tuple[GeneVaeConfig, int, str]:
+    """(config, min_training_spots, scanvi_labels) from the ``gene_vae`` parameters."""
+    params = dict(gene_vae or {})
+    min_spots = int(params.pop("min_training_spots", 50))
+    budget = str(params.pop("scanvi_labels", DEFAULT_LABEL_BUDGET))
+    return GeneVaeConfig.from_dict(params), min_spots, budget
+
+
+def _encoder_specs(gene_vae: dict | None) -> list[EncoderSpec]:
+    """The gene encoders ``gene_vae.fit`` names, in fitting order (scVI and scANVI by default)."""
+    return _vae_settings(gene_vae)[0].encoder_specs()
+
+
+def _embedding_names(gene_vae: dict | None) -> list[str]:
+    return [*BASELINES, *(s.name for s in _encoder_specs(gene_vae))]
 
 
 def _fold_patients(cohort: AnnData, patient_folds: pd.DataFrame) -> dict[str, list[str]]:
@@ -65,10 +82,7 @@ def fold_gene_encoders(
     """ScVI (and scANVI where labels exist) per fold, on that fold's training patients and genes.
     scANVI learns from the labels ``gene_vae.scanvi_labels`` allows (:mod:`~tpir_kedro.cohort.label_budget`).
     """
-    params = dict(gene_vae)
-    min_spots = int(params.pop("min_training_spots", 50))
-    budget = str(params.pop("scanvi_labels", DEFAULT_LABEL_BUDGET))
-    config = GeneVaeConfig.from_dict(params)
+    config, min_spots, budget = _vae_settings(gene_vae)
     # The labels within the budget, once: a new AnnData over the same arrays (the counts are not
     # copied) with one more obs column, of which each fold takes its view.
     labels = budgeted_labels(cohort.obs, budget)
@@ -103,10 +117,10 @@ def fold_gene_encoders(
 
 
 def _fold_embeddings(
-    cohort, patient_folds, fold_genes, gene_encoders, n_pcs: int, seed: int
+    cohort, patient_folds, fold_genes, gene_encoders, n_pcs: int, seed: int, names: list[str]
 ) -> dict[str, dict[str, np.ndarray]]:
     """{embedding: {fold: (n_obs, d) embedding of every spot by that fold's fitted model}}."""
-    out: dict[str, dict[str, np.ndarray]] = {name: {} for name in EMBEDDINGS}
+    out: dict[str, dict[str, np.ndarray]] = {name: {} for name in names}
     batch = cohort.obs["batch"].astype(str).to_numpy()
     for fold in patient_folds["fold"].unique():
         pca = LogNormalisedPca().fit(
@@ -114,21 +128,24 @@ def _fold_embeddings(
         )
         out["pca"][fold] = pca.transform(cohort)
         out["harmony"][fold] = harmony_embedding(out["pca"][fold], batch, seed=seed)
-        for kind, encoder in gene_encoders[fold].items():
-            out[kind][fold] = encoder.embed(cohort)
+        for name, encoder in gene_encoders[fold].items():
+            if name in out:
+                out[name][fold] = encoder.embed(cohort)
     return out
 
 
-def _not_fitted(obs: pd.DataFrame, fold_patients: dict[str, list[str]], gene_encoders: dict) -> dict:
-    """{kind: {fold: why}} for the scVI / scANVI encoders a fold of ``fold_patients`` lacks."""
+def _not_fitted(
+    obs: pd.DataFrame, fold_patients: dict[str, list[str]], gene_encoders: dict, specs: list[EncoderSpec]
+) -> dict:
+    """{name: {fold: why}} for the gene encoders of ``gene_vae.fit`` a fold of ``fold_patients`` lacks."""
     out: dict[str, dict[str, str]] = {}
     for fold, patients in fold_patients.items():
-        for kind in VAE_KINDS:
-            if kind not in gene_encoders.get(fold, {}):
-                out.setdefault(kind, {})[fold] = (
+        for spec in specs:
+            if spec.name not in gene_encoders.get(fold, {}):
+                out.setdefault(spec.name, {})[fold] = (
                     unfitted_scanvi_reason(obs, patients)
-                    if kind == "scanvi"
-                    else f"not fitted: gene_encoders has no {kind} for this fold; re-run gene_vae"
+                    if spec.uses_labels
+                    else f"not fitted: gene_encoders has no {spec.name} for this fold; re-run gene_vae"
                 )
     return out
 
@@ -136,9 +153,16 @@ def _not_fitted(obs: pd.DataFrame, fold_patients: dict[str, list[str]], gene_enc
 PROTOCOL = {
     "pca": "inductive: PCA fitted on the training patients",
     "harmony": "transductive: Harmony sees the held-out patient's expression, never its labels",
-    "scvi": "inductive: scVI fitted on the training patients; held-out patient embedded by its encoder",
-    "scanvi": "inductive: scANVI fitted on the training patients and their labels",
+    "scvi": "inductive: {name} fitted on the training patients; held-out patient embedded by its encoder",
+    "scanvi": "inductive: {name} fitted on the training patients and their labels",
+    "sysvi": "inductive: {name} fitted on the training patients; held-out patient embedded as the "
+    "mean over the training patients",
 }
+
+
+def _protocol(name: str, specs: list[EncoderSpec]) -> str:
+    model = {s.name: s.model for s in specs}.get(name, name)
+    return PROTOCOL.get(model, "training patients' most frequent class").format(name=name)
 
 
 def lopo_label_transfer(
@@ -147,6 +171,7 @@ def lopo_label_transfer(
     fold_genes: dict[str, list[str]],
     gene_encoders: dict,
     gene_scorecard: dict,
+    gene_vae: dict | None = None,
 ) -> pd.DataFrame:
     """Leave-one-patient-out kNN label transfer, one row per embedding x held-out patient, with the
     patient decodability of the fold's embedding on its training patients (what the image encoder
@@ -154,10 +179,17 @@ def lopo_label_transfer(
     ``status``: ``fitted``, or why the fold's model was not (its metrics are then NaN).
     """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
+    specs = _encoder_specs(gene_vae)
     per_embedding = _fold_embeddings(
-        cohort, patient_folds, fold_genes, gene_encoders, scorecard.n_pcs, scorecard.seed
+        cohort,
+        patient_folds,
+        fold_genes,
+        gene_encoders,
+        scorecard.n_pcs,
+        scorecard.seed,
+        _embedding_names(gene_vae),
     )
-    not_fitted = _not_fitted(cohort.obs, _fold_patients(cohort, patient_folds), gene_encoders)
+    not_fitted = _not_fitted(cohort.obs, _fold_patients(cohort, patient_folds), gene_encoders, specs)
     k = scorecard.knn_k
     tables = []
     for name, folds in per_embedding.items():
@@ -168,15 +200,20 @@ def lopo_label_transfer(
         tables.append(table.assign(embedding=name, status=table["fold"].map(why).fillna(FITTED)))
     tables.append(majority_transfer(cohort.obs, patient_folds).assign(embedding="majority", status=FITTED))
     table = pd.concat(tables, ignore_index=True)
-    table["protocol"] = table["embedding"].map(PROTOCOL).fillna("training patients' most frequent class")
+    table["protocol"] = table["embedding"].map(lambda name: _protocol(name, specs))
     return table[["embedding", *[c for c in table.columns if c != "embedding"]]]
 
 
 def all_patient_embeddings(
-    cohort: AnnData, fold_genes: dict[str, list[str]], gene_encoders: dict, gene_scorecard: dict
+    cohort: AnnData,
+    fold_genes: dict[str, list[str]],
+    gene_encoders: dict,
+    gene_scorecard: dict,
+    gene_vae: dict | None = None,
 ) -> AnnData:
-    """The cohort with ``obsm`` X_pca, X_harmony, X_scvi, X_scanvi from fits on every patient;
-    ``uns["gene_embeddings"]["not_fitted"]``: {kind: why} for an encoder the all-patient fit lacks.
+    """The cohort with ``obsm`` X_pca, X_harmony and X_<name> of every fitted gene encoder (X_scvi,
+    X_scanvi by default) from fits on every patient; ``uns["gene_embeddings"]["not_fitted"]``:
+    {name: why} for an encoder the all-patient fit lacks.
     """
     scorecard = GeneScorecard.from_dict(gene_scorecard)
     n_pcs, seed = scorecard.n_pcs, scorecard.seed
@@ -190,28 +227,33 @@ def all_patient_embeddings(
     out.obsm["X_harmony"] = harmony_embedding(
         out.obsm["X_pca"], cohort.obs["batch"].astype(str).to_numpy(), seed=seed
     )
-    for kind, encoder in gene_encoders[ALL_PATIENTS].items():
-        out.obsm[f"X_{kind}"] = encoder.embed(cohort)
-        if kind == "scanvi":
+    specs = _encoder_specs(gene_vae)
+    for name, encoder in gene_encoders[ALL_PATIENTS].items():
+        out.obsm[f"X_{name}"] = encoder.embed(cohort)
+        if name == "scanvi":
             proba = encoder.predict_proba(cohort)
             out.obsm["scanvi_class_probabilities"] = proba.to_numpy()
             out.uns["scanvi_classes"] = list(proba.columns)
     not_fitted = {
         kind: folds[ALL_PATIENTS]
-        for kind, folds in _not_fitted(cohort.obs, {ALL_PATIENTS: patients}, gene_encoders).items()
+        for kind, folds in _not_fitted(cohort.obs, {ALL_PATIENTS: patients}, gene_encoders, specs).items()
     }
     for kind, why in not_fitted.items():
         logger.warning("all-patient %s embedding %s", kind, why)
     out.uns["gene_embeddings"] = {
         "fit": "all patients (transductive: for mixing metrics and figures only)",
-        "embeddings": [k for k in EMBEDDINGS if f"X_{k}" in out.obsm],
+        "embeddings": [k for k in _embedding_names(gene_vae) if f"X_{k}" in out.obsm],
         "not_fitted": not_fitted,
     }
     return out
 
 
 def gene_embedding_scorecard(
-    cohort_embedded: AnnData, gene_label_transfer: pd.DataFrame, gene_encoders: dict, gene_scorecard: dict
+    cohort_embedded: AnnData,
+    gene_label_transfer: pd.DataFrame,
+    gene_encoders: dict,
+    gene_scorecard: dict,
+    gene_vae: dict | None = None,
 ) -> pd.DataFrame:
     """One row per embedding: scib-metrics on the all-patient fit + LOPO kNN transfer (+ majority),
     and the patient decodability of the fold fits on their training patients (mean over folds).
@@ -225,7 +267,7 @@ def gene_embedding_scorecard(
     not_fitted_all = dict(cohort_embedded.uns["gene_embeddings"].get("not_fitted", {}))
     rows = []
     baseline = gene_label_transfer[gene_label_transfer["embedding"] == "pca"]
-    for name in [*EMBEDDINGS, "majority"]:
+    for name in [*_embedding_names(gene_vae), "majority"]:
         per_fold = gene_label_transfer[gene_label_transfer["embedding"] == name]
         row = {"embedding": name}
         if f"X_{name}" in cohort_embedded.obsm:
@@ -244,7 +286,7 @@ def gene_embedding_scorecard(
         if name not in ("pca", "majority"):
             diff = paired_fold_differences(per_fold, baseline, metric="macro_f1")
             row.update({f"vs_pca_{k}": v for k, v in diff.items()})
-        if name in VAE_KINDS:
+        if name not in (*BASELINES, "majority"):
             row["unseen_patient_max_abs_change"] = _unseen_patient_invariance(
                 cohort_embedded, gene_encoders, name
             )
