@@ -89,6 +89,7 @@ def fit_gene_encoders(
     config: GeneVaeConfig,
     batch_key: str = "batch",
     label_key: str = "label",
+    fitted: Mapping[str, GeneEncoder] | None = None,
 ) -> dict[str, GeneEncoder]:
     """Train the encoders of ``config.encoder_specs()`` on ``cohort.layers["counts"][:, genes]``
     (batch = ``obs[batch_key]``); scANVI entries from their base scVI with ``obs[label_key]``.
@@ -103,6 +104,10 @@ def fit_gene_encoders(
     (logged as a warning). With a single batch category there is nothing to correct: scVI is
     trained without a batch covariate (SysVI, which needs two, is then an error). ``cohort`` is
     not modified.
+
+    ``fitted``: encoders already trained on these same spots and genes, reused instead of refitted
+    (e.g. one scVI as the base of several scANVIs, each taught a different set of labels); they are
+    returned too.
     """
     quiet_scvi()
     specs = config.encoder_specs()
@@ -118,6 +123,9 @@ def fit_gene_encoders(
         setup_batch_key = None
     encoders: dict[str, GeneEncoder] = {}
     for spec in specs:
+        if fitted and spec.name in fitted:
+            encoders[spec.name] = fitted[spec.name]
+            continue
         # scvi-tools seeds torch, numpy and python (lightning's seed_everything) and its own data
         # splits; reseeding before each model makes each fit reproducible on its own. The thread
         # count too: it changes float sums, and earlier nodes in this process may have changed it.
