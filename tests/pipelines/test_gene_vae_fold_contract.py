@@ -222,6 +222,16 @@ def test_an_image_variant_whose_fold_lacks_its_gene_encoder_is_skipped_with_a_lo
     assert kept == set(variants) - {"scanvi_infonce", "scanvi_similarity", "class_guided"}
     for name in ("scanvi_infonce", "scanvi_similarity", "class_guided"):
         assert f"variant {name} skipped in fold holdout_A: it needs the fold's scanvi" in caplog.text
+    # any encoder of the family is a gene input: kept where the fold has it, skipped where not
+    sysvi = parse_variants({"sysvi_infonce": {"gene_input": "sysvi", "loss": "infonce"}})
+    assert [
+        v.name
+        for v in _trainable(
+            sysvi, SimpleNamespace(**{**vars(inputs), "embeddings": {"sysvi": np.zeros((2, 4))}})
+        )
+    ] == ["sysvi_infonce"]
+    assert _trainable(sysvi, inputs) == []
+    assert "variant sysvi_infonce skipped in fold holdout_A: it needs the fold's sysvi" in caplog.text
 
 
 def test_the_reason_a_scanvi_is_missing_is_read_off_the_labels():
@@ -249,3 +259,59 @@ def test_the_reason_a_scanvi_is_missing_is_read_off_the_labels():
     )
     # Labels with an image and still no scANVI: the encoders are not this cohort's.
     assert "re-run gene_vae" in unfitted_scanvi_reason(obs, ["A"])
+
+
+FAMILY_FIT = ["scvi", "scanvi", "scvi_adversarial", "scvi_batch_embedding", "sysvi"]
+
+
+def test_every_encoder_of_the_family_goes_through_the_pipeline_nodes_under_the_fold_contract(
+    cohort, project_root
+):
+    """The shipped family (conf/base), each entry fitted per fold, scored and embedded by the nodes;
+    scrambling the held-out patient C changes none of its fold's fits."""
+    import yaml
+
+    from tpir_kedro.pipelines.gene_vae.nodes import all_patient_embeddings, gene_embedding_scorecard
+
+    shipped = yaml.safe_load((project_root / "conf/base/parameters_gene_vae.yml").read_text())["gene_vae"]
+    gene_vae = {**GENE_VAE, "family": shipped["family"], "fit": FAMILY_FIT}
+    scorecard_params = {"n_pcs": 5, "knn_k": 5, "seed": 0}
+
+    def fold_c(adata):
+        folds = patient_folds(adata.obs, held_out=["C"])
+        genes = fold_gene_sets(adata, folds, GENES)
+        return folds, genes, fold_gene_encoders(adata, folds, genes, gene_vae)
+
+    folds, genes, encoders = fold_c(cohort)
+    assert set(encoders["holdout_C"]) == set(FAMILY_FIT) == set(encoders["all"])
+    transfer = lopo_label_transfer(cohort, folds, genes, encoders, scorecard_params, gene_vae)
+    assert set(transfer["embedding"]) == {"pca", "harmony", *FAMILY_FIT, "majority"}
+    assert (transfer["status"] == "fitted").all()
+    assert (
+        transfer.set_index("embedding").loc["sysvi", "protocol"].endswith("mean over the training patients")
+    )
+    embedded = all_patient_embeddings(cohort, genes, encoders, scorecard_params, gene_vae)
+    assert {f"X_{n}" for n in FAMILY_FIT} <= set(embedded.obsm)
+    card = gene_embedding_scorecard(embedded, transfer, encoders, scorecard_params, gene_vae).set_index(
+        "embedding"
+    )
+    # fitting order: each scANVI after the scVIs
+    assert list(card.index) == [
+        "pca",
+        "harmony",
+        *[n for n in FAMILY_FIT if n != "scanvi"],
+        "scanvi",
+        "majority",
+    ]
+    assert card.loc[FAMILY_FIT, "robustness_index"].between(0, 1).all()
+    assert card.loc["sysvi", "unseen_patient_max_abs_change"] > 0  # its encoder takes the patient
+    assert card.loc["scvi_adversarial", "unseen_patient_max_abs_change"] < 1e-5
+
+    _, _, scrambled = fold_c(_scrambled(cohort, "C"))
+    training = cohort[(cohort.obs["patient"].astype(str) != "C").to_numpy()]
+    for name in FAMILY_FIT:
+        np.testing.assert_array_equal(
+            encoders["holdout_C"][name].embed(training),
+            scrambled["holdout_C"][name].embed(training),
+            err_msg=name,
+        )

@@ -60,7 +60,8 @@ class GeneScorecard(SectionSettings):
     n_pcs: int = 30
     knn_k: int = 15
     n_neighbors: int = 15
+    robustness_k: int = 10  # neighbours of each labelled spot in the robustness index
     seed: int = 0
 
     def __post_init__(self):
-        require_at_least("gene_scorecard", self, 1, "n_pcs", "knn_k", "n_neighbors")
+        require_at_least("gene_scorecard", self, 1, "n_pcs", "knn_k", "n_neighbors", "robustness_k")

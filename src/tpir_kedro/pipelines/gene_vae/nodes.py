@@ -34,6 +34,7 @@ from tpir_kedro.evaluation.embedding_metrics import (
     summarise_transfer,
 )
 from tpir_kedro.evaluation.folds import ALL_PATIENTS, train_patients
+from tpir_kedro.evaluation.gene_embedding_scores import robustness_index
 from tpir_kedro.evaluation.patient_decodability import fold_patient_decodability
 from tpir_kedro.evaluation.protocol import GeneScorecard
 from tpir_kedro.models.expression_baselines import harmony_embedding
@@ -280,6 +281,13 @@ def gene_embedding_scorecard(
                     seed=scorecard.seed,
                 )
             )
+            # do tissue or patient decide this fit's neighbourhoods? (scANVI: in-sample, it saw the labels)
+            row["robustness_index"] = robustness_index(
+                cohort_embedded.obsm[f"X_{name}"],
+                obs["label"].astype(str).to_numpy(),
+                obs["patient"].astype(str).to_numpy(),
+                k=scorecard.robustness_k,
+            )["robustness_index"]
         row.update(summarise_transfer(per_fold))
         if name != "majority":  # the fold fits' mean, comparable with the image side's check
             row["patient_decodability"] = float(per_fold["patient_decodability"].mean())
