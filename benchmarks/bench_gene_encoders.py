@@ -156,7 +156,6 @@ def vae_config(conf: dict, fit: list[str], family: dict | None = None):
     params.pop("scanvi_labels", None)  # every labelled spot of the fitted patients (as conf/her2st)
     params["family"] = family or params["family"]
     params["fit"] = fit
-    params["accelerator"] = "cpu"
     return GeneVaeConfig.from_dict(params)
 
 
@@ -167,12 +166,13 @@ def vae_config(conf: dict, fit: list[str], family: dict | None = None):
 
 def _hide(cohort, patient: str):
     """A copy of ``cohort`` whose ``patient``'s spots carry no label (their expression stays)."""
-    from tpir_kedro.cohort.schema import UNLABELLED
+    from tpir_kedro.cohort.schema import UNLABELLED, label_categorical
 
     out = cohort.copy()
     labels = out.obs["label"].astype(str).to_numpy().copy()
     labels[out.obs["patient"].astype(str).to_numpy() == patient] = UNLABELLED
-    out.obs["label"] = pd.Categorical(labels, categories=out.obs["label"].cat.categories)
+    # every label category, UNLABELLED included (a cohort read from files may lack it)
+    out.obs["label"] = label_categorical(labels)
     return out
 
 
