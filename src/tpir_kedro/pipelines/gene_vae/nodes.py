@@ -1,6 +1,6 @@
 """Nodes of the ``gene_vae`` pipeline: batch-agnostic gene encoders per fold, and their scorecard.
 
-Fold contract: for held-out patient P, the genes, scVI and scANVI of fold ``holdout_P`` are fitted on
+Fold contract: for held-out patient P, the genes and every gene encoder of fold ``holdout_P`` are fitted on
 the other patients only. ``all`` (every patient) is the final encoder users keep; its embeddings
 are transductive and only ever feed the scorecard's mixing metrics and the UMAPs.
 
@@ -80,8 +80,8 @@ def _spots_of(cohort: AnnData, patients: list[str]) -> AnnData:
 def fold_gene_encoders(
     cohort: AnnData, patient_folds: pd.DataFrame, fold_genes: dict[str, list[str]], gene_vae: dict
 ) -> dict[str, dict[str, GeneEncoder]]:
-    """ScVI (and scANVI where labels exist) per fold, on that fold's training patients and genes.
-    scANVI learns from the labels ``gene_vae.scanvi_labels`` allows (:mod:`~tpir_kedro.cohort.label_budget`).
+    """The gene encoders ``gene_vae.fit`` names (scVI, and scANVI where labels exist, by default) per
+    fold, on that fold's training patients and genes. scANVI learns from the labels ``gene_vae.scanvi_labels`` allows (:mod:`~tpir_kedro.cohort.label_budget`).
     """
     config, min_spots, budget = _vae_settings(gene_vae)
     # The labels within the budget, once: a new AnnData over the same arrays (the counts are not
