@@ -320,6 +320,9 @@ def test_an_interrupted_train_run_resumes_without_redoing_finished_cells(raw_dem
             env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Ctrl-C must reach the run even when this suite was started in the background, whose
+            # children inherit SIGINT ignored (POSIX), and Python keeps it ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 600
         while not list((project / CELLS).glob("*/probe_metrics.csv")):

@@ -98,6 +98,24 @@ def device_info() -> dict:
     return info
 
 
+def image_backbone_record(contrastive: dict) -> dict:
+    """The image backbone a run was configured with and the SHA-256 of its weights file (None: no
+    file given, e.g. EfficientNet-Lite0's packaged ImageNet weights or a random init).
+    """
+    path = contrastive.get("weights_path")
+    digest = None
+    if path and Path(path).is_file():
+        from tpir_kedro.models.file_digest import file_sha256
+
+        digest = file_sha256(Path(path))
+    return {
+        "backbone": contrastive.get("backbone"),
+        "init": contrastive.get("init"),
+        "weights_path": path,
+        "weights_sha256": digest,
+    }
+
+
 def dataset_versions(catalog, names) -> dict[str, str | None]:
     """The version each versioned dataset among ``names`` loads (None: never written)."""
     versions = {}
@@ -193,6 +211,7 @@ class RunManifestHooks:
             **{k: v for k, v in self._run.items() if k not in ("run_id", "parameters")},
             "parameters": params,
             "seeds": (params.get("image_runs") or {}).get("seeds"),
+            "image_backbone": image_backbone_record(params.get("contrastive") or {}),
             "dataset_versions": versions,
             "packages": package_versions(),
             "device": device_info(),

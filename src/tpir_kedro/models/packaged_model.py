@@ -179,6 +179,7 @@ def card_markdown(card: dict) -> str:
     lines = [f"# Model card: {card.get('variant', '?')}", "", card.get("description", ""), ""]
     for key in (
         "backbone",
+        "backbone_weights_sha256",
         "init",
         "regime",
         "representation",

@@ -11,6 +11,7 @@ the final models packaged with a probe and a model card.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from tpir_kedro.evaluation.fold_statistics import fold_means, paired_difference
 from tpir_kedro.evaluation.probes import fit_logistic_probe
 from tpir_kedro.evaluation.protocol import EXPRESSION_PROTOCOLS, EvaluationProtocol
 from tpir_kedro.imaging.patch_store import PatchStore
+from tpir_kedro.models.file_digest import file_sha256
 from tpir_kedro.models.packaged_model import LinearProbe, PackagedImageModel
 
 logger = logging.getLogger(__name__)
@@ -192,6 +194,15 @@ def results_figure(results_summary: pd.DataFrame) -> go.Figure:
     return fig
 
 
+def _initial_weights_sha256(init: str, weights_path: str | None) -> str | None:
+    """SHA-256 of the file the backbone was initialised from; None for a random init or weights
+    that ship with a package (EfficientNet-Lite0's ImageNet file, named by the package's version).
+    """
+    if init == "random" or not weights_path:
+        return None
+    return file_sha256(Path(weights_path))
+
+
 def _card(
     name: str,
     model: dict,
@@ -219,6 +230,10 @@ def _card(
         "loss_params": trained.variant.loss_params,
         "backbone": trained.encoder.backbone,
         "init": trained.variant.init or config.init,
+        # the checkpoint the backbone was built from (foundation models: the user's local file)
+        "backbone_weights_sha256": _initial_weights_sha256(
+            trained.variant.init or config.init, config.weights_path
+        ),
         "feature_dim": trained.encoder.feature_dim,
         "regime": config.regime if trained.variant.trains else "untrained",
         # What the probe reads: the backbone's pooled features, or the trained adapter's output on them.
