@@ -313,17 +313,21 @@ def test_an_interrupted_train_run_resumes_without_redoing_finished_cells(raw_dem
     project = tiny_project(tmp_path / "project", raw_demo)
     # A train run stopped (as by Ctrl-C) once its first cell's tables are written.
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"}
+    # Ctrl-C must reach the run even when this suite itself was started in the background with
+    # SIGINT ignored (POSIX shells do that to background jobs; an ignored signal stays ignored across
+    # exec, a handled one does not): handle it here while the run starts.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with (project / "interrupted.log").open("w") as out:
-        first = subprocess.Popen(
-            typed("kedro run --pipeline=train"),
-            cwd=project,
-            env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # Ctrl-C must reach the run even when this suite was started in the background, whose
-            # children inherit SIGINT ignored (POSIX), and Python keeps it ignored.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        try:
+            first = subprocess.Popen(
+                typed("kedro run --pipeline=train"),
+                cwd=project,
+                env={**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        finally:
+            signal.signal(signal.SIGINT, previous)
         deadline = time.monotonic() + 600
         while not list((project / CELLS).glob("*/probe_metrics.csv")):
             assert first.poll() is None, "the run ended before any cell finished"
