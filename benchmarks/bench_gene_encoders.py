@@ -77,7 +77,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELLED = ["A1", "B1", "C1", "D1", "E1", "F1", "G2", "H1"]
@@ -93,22 +92,16 @@ ROBUSTNESS_K = 10
 # ---------------------------------------------------------------------------------------------
 
 
-def _yaml(path: Path) -> dict:
-    return yaml.safe_load(path.read_text()) or {}
-
-
 def settings(cohort: str) -> dict:
-    """conf/base, with conf/her2st's overrides for the real cohort (key by key, as Kedro merges)."""
-    base = {
-        **_yaml(ROOT / "conf/base/parameters_gene_vae.yml"),
-        **_yaml(ROOT / "conf/base/parameters_data_engineering.yml"),
-    }
-    if cohort == "her2st":
-        for name in ("parameters_data_engineering.yml", "parameters_gene_vae.yml"):
-            path = ROOT / "conf/her2st" / name
-            for key, value in (_yaml(path) if path.exists() else {}).items():
-                base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return base
+    """The parameters as ``kedro run`` reads them (the project's loader and merge rule): conf/base,
+    with conf/her2st's overrides for the real cohort.
+    """
+    from kedro.config import OmegaConfigLoader
+
+    from tpir_kedro.settings import CONFIG_LOADER_ARGS
+
+    env = "her2st" if cohort == "her2st" else None
+    return dict(OmegaConfigLoader(str(ROOT / "conf"), env=env, **CONFIG_LOADER_ARGS)["parameters"])
 
 
 def read_cohort(args, conf: dict):
@@ -123,7 +116,7 @@ def read_cohort(args, conf: dict):
         from tpir_kedro.cohort.demo.simulate import DemoCohortConfig, simulate_demo_cohort
         from tpir_kedro.cohort.her2st_layout import write_her2st_layout
 
-        demo = _yaml(ROOT / "conf/base/parameters_demo_cohort.yml")["demo_cohort"]
+        demo = dict(conf["demo_cohort"])
         demo.update(n_patients=DEMO_PATIENTS, batch_strength=float(args.batch_strength), stain_strength=1.0)
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "demo"

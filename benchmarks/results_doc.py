@@ -703,6 +703,8 @@ def gene_encoders_section(folder: Path) -> list[str]:
         f"{run['n_genes_transductive']} genes), **n = {n} patients**; each patient's labels are hidden in turn and "
         "transferred from the other patients'. Protocols, read-outs and the pre-registered goal and expectation: "
         "the script's docstring. Δ: paired per patient against PCA with a 95% t interval, patients ahead. "
+        "Gene side only: no image encoder is trained, so the image benchmarks' supervised positive control does "
+        "not apply; these are comparisons of embeddings, PCA the reference. "
         "Decodability: class-balanced logistic read-out of the patient (chance in brackets); robustness index: "
         "over each labelled spot's 10 nearest labelled spots, same class other patient / (that + other class same "
         "patient).",
@@ -787,7 +789,8 @@ def gene_encoders_demo_section(folders: list[Path]) -> list[str]:
         "",
         f"from `benchmarks/results/gene_encoders_demo_k*/`: the demo simulator with {len(first['patients'])} "
         f"patients (stain s = 1), every patient's labels hidden in turn, **n = {len(first['patients'])} patients**, "
-        "the same protocol and read-outs as the real-data section above; transductive kNN read-out here (the "
+        "the same protocol and read-outs as the real-data section above (gene side only: no positive control "
+        "applies); transductive kNN read-out here (the "
         "logistic and strict tables are in each folder's `summary.csv`). Goal (pre-registered): at k = 3, "
         "decodability within 0.1 of chance with kNN transfer within 0.02 of its k = 0 value: "
         + ("; ".join(goal) if goal else "needs k = 0 and k = 3")

@@ -19,7 +19,7 @@ give.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -47,6 +47,16 @@ class FoundationModel:
     input_px: int = 224
     notes: str = field(default="", compare=False)
 
+
+_H_OPTIMUS = FoundationModel(
+    timm_name="vit_giant_patch14_reg4_dinov2",
+    kwargs={"img_size": 224, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": False},
+    feature_dim=1536,
+    depth=40,
+    mean=(0.707223, 0.578729, 0.703617),
+    std=(0.211883, 0.230117, 0.177517),
+    checkpoint="bioptimus/H-optimus-0: pytorch_model.bin",
+)
 
 # Keyword arguments as on each model card (Hugging Face repository README / config.json).
 FOUNDATION_MODELS: dict[str, FoundationModel] = {
@@ -100,24 +110,9 @@ FOUNDATION_MODELS: dict[str, FoundationModel] = {
         pooling=CLASS_TOKEN_AND_PATCH_MEAN,
         checkpoint="paige-ai/Virchow2: pytorch_model.bin",
     ),
-    "h_optimus_0": FoundationModel(
-        timm_name="vit_giant_patch14_reg4_dinov2",
-        kwargs={"img_size": 224, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": False},
-        feature_dim=1536,
-        depth=40,
-        mean=(0.707223, 0.578729, 0.703617),
-        std=(0.211883, 0.230117, 0.177517),
-        checkpoint="bioptimus/H-optimus-0: pytorch_model.bin",
-    ),
-    "h_optimus_1": FoundationModel(
-        timm_name="vit_giant_patch14_reg4_dinov2",
-        kwargs={"img_size": 224, "init_values": 1e-5, "num_classes": 0, "dynamic_img_size": False},
-        feature_dim=1536,
-        depth=40,
-        mean=(0.707223, 0.578729, 0.703617),
-        std=(0.211883, 0.230117, 0.177517),
-        checkpoint="bioptimus/H-optimus-1: pytorch_model.bin",
-    ),
+    "h_optimus_0": _H_OPTIMUS,
+    # H-optimus-1: the same architecture and normalisation, other weights
+    "h_optimus_1": replace(_H_OPTIMUS, checkpoint="bioptimus/H-optimus-1: pytorch_model.bin"),
     "gigapath": FoundationModel(
         timm_name="vit_giant_patch14_dinov2",
         kwargs={

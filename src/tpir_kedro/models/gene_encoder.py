@@ -286,15 +286,18 @@ class GeneEncoder:
         get the mean of their embeddings as each training patient.
         """
         self._require_batch_free_encoder()
-        z = self._latent(self._model_input(cohort))
-        if self.kind != "sysvi" or self._batch_key not in cohort.obs.columns:
-            unseen = np.ones(cohort.n_obs, bool) if self.kind == "sysvi" else np.zeros(cohort.n_obs, bool)
-        else:
-            unseen = ~cohort.obs[self._batch_key].astype(str).isin(self._batch_mapping).to_numpy()
-        if unseen.any():
-            spots = cohort[unseen]
-            z[unseen] = np.mean(
-                [self._latent(self._model_input(spots, assign_batch=b)) for b in self._batch_mapping], axis=0
+        if self.kind != "sysvi":
+            return self._latent(self._model_input(cohort))
+        seen = np.zeros(cohort.n_obs, bool)
+        if self._batch_key in cohort.obs.columns:
+            seen = cohort.obs[self._batch_key].astype(str).isin(self._batch_mapping).to_numpy()
+        z = np.empty((cohort.n_obs, self.n_latent), dtype=np.float32)
+        if seen.any():
+            z[seen] = self._latent(self._model_input(cohort[seen]))
+        if not seen.all():
+            unseen = cohort[~seen]
+            z[~seen] = np.mean(
+                [self._latent(self._model_input(unseen, assign_batch=b)) for b in self._batch_mapping], axis=0
             )
         return z
 

@@ -185,13 +185,7 @@ def _fit_scvi(train: AnnData, spec: EncoderSpec, config: GeneVaeConfig, batch_ke
         model._training_plan_cls = AdversarialTrainingPlan
         plan.update(adversarial_classifier=True, scale_adversarial_loss=spec.adversarial_weight)
     _log_fit(spec, train, batch_key, config.scvi_max_epochs)
-    # BatchNorm fails on a last minibatch of one spot and fold sizes are arbitrary: drop it.
-    # (Not for scANVI: its labelled and full loaders are zipped and must stay the same length.)
-    model.train(
-        max_epochs=config.scvi_max_epochs,
-        datasplitter_kwargs={"drop_last": True},
-        **{**_trainer_kwargs(config), "plan_kwargs": plan},
-    )
+    _train_unsupervised(model, config, plan)
     return model
 
 
@@ -220,15 +214,21 @@ def _fit_sysvi(train: AnnData, spec: EncoderSpec, config: GeneVaeConfig, batch_k
     )
     _log_fit(spec, train, batch_key, config.scvi_max_epochs)
     # SysVI turns the KL warm-up off itself (its authors found it hurts the cycle model).
+    _train_unsupervised(
+        model, config, {"lr": config.learning_rate, "z_distance_cycle_weight": spec.cycle_weight}
+    )
+    return model
+
+
+def _train_unsupervised(model, config: GeneVaeConfig, plan: dict) -> None:
+    """Train scVI or SysVI for ``config.scvi_max_epochs`` under the plan arguments ``plan``."""
+    # BatchNorm fails on a last minibatch of one spot and fold sizes are arbitrary: drop it.
+    # (Not for scANVI: its labelled and full loaders are zipped and must stay the same length.)
     model.train(
         max_epochs=config.scvi_max_epochs,
         datasplitter_kwargs={"drop_last": True},
-        **{
-            **_trainer_kwargs(config),
-            "plan_kwargs": {"lr": config.learning_rate, "z_distance_cycle_weight": spec.cycle_weight},
-        },
+        **{**_trainer_kwargs(config), "plan_kwargs": plan},
     )
-    return model
 
 
 def _fit_scanvi(train: AnnData, base_model, spec: EncoderSpec, config: GeneVaeConfig):

@@ -111,8 +111,8 @@ class ImageEncoder(nn.Module):
         mean, std: the RGB normalisation the backbone's weights expect, applied by the caller to
             images scaled to [0, 1].
         init: how the weights were initialised, one of :data:`INITS`.
-        weights_sha256: SHA-256 of the weights file it was built from (None: random init), for
-            model cards and run manifests.
+        weights_path: the weights file it was built from (None: random init); ``weights_sha256``
+            is its SHA-256, read only when asked for.
     """
 
     def __init__(
@@ -131,7 +131,11 @@ class ImageEncoder(nn.Module):
         self.mean = tuple(mean)
         self.std = tuple(std)
         self.init = init
-        self.weights_sha256: str | None = None
+        self.weights_path: Path | None = None
+
+    @property
+    def weights_sha256(self) -> str | None:
+        return None if self.weights_path is None else file_sha256(self.weights_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float images, already normalised with ``mean``/``std`` -> (B, D)."""
@@ -207,7 +211,7 @@ def build_image_encoder(
     mean, std = NORMALISATION[backbone]
     encoder = ImageEncoder(net, backbone, FEATURE_DIMS[backbone], mean, std, init)
     if weights_path is not None:
-        encoder.weights_sha256 = file_sha256(Path(weights_path))
+        encoder.weights_path = Path(weights_path)
     return encoder
 
 
