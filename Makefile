@@ -8,14 +8,14 @@ BIN := $(VENV)/bin
 DEMO_RAW := data/01_raw/demo_her2st
 DEMO_SLIDE := data/01_raw/demo_slide
 
-.PHONY: setup demo demo-data test test-fast lint viz lab clean-data
+.PHONY: setup demo demo-data test test-fast lint viz lab mlflow clean-data
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -c constraints.txt -e ".[test,wsi,cluster]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test,wsi,cluster,tracking]"
 	$(BIN)/python -m pip check
 	touch $@
 
@@ -43,6 +43,12 @@ test-fast: setup
 
 viz: setup
 	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
+
+# The MLflow UI on every run `kedro run` recorded (store and address: conf/base/mlflow.yml,
+# 127.0.0.1:5000; one experiment per cohort). kedro-mlflow starts the `mlflow` executable by name,
+# so the environment's bin/ goes first on PATH.
+mlflow: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/kedro mlflow ui
 
 lab: setup
 	$(BIN)/kedro jupyter lab --ip 127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root)

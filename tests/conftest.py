@@ -17,6 +17,10 @@ from tpir_kedro.cohort.her2st_layout import write_her2st_layout
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+# MLflow tracking (tracking_hooks.py) is off for the suite's many runs: the tests that check it (the
+# `make demo` project, the ParallelRunner and Dask runs) switch it on, as a user has it.
+os.environ["TPIR_TRACKING"] = "off"
+TRACKING_ON = {"TPIR_TRACKING": "on"}
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +159,8 @@ MAKE_DEMO_FILES = ("Makefile", "pyproject.toml", "constraints.txt")
 def trained_demo_project(tmp_path_factory) -> Path:
     """A project copy on which the README's ``make demo`` ran once, as typed, on the tiny demo:
     simulate the cohort, ``train`` every variant and its final model, ``predict`` the held-out
-    slide (``make_demo.log`` holds what it printed, through a pipe as in CI).
+    slide (``make_demo.log`` holds what it printed, through a pipe as in CI), each run recorded in
+    MLflow (``data/09_tracking/``) as a user's is.
 
     The copy shares this checkout's ``.venv`` (a link) and its Makefile, with their modification
     times, so ``make``'s set-up step finds it installed; the tiny demo's parameters are in
@@ -179,7 +184,7 @@ def trained_demo_project(tmp_path_factory) -> Path:
     done = subprocess.run(
         ["make", "demo"],
         cwd=project,
-        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true"},
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "true", **TRACKING_ON},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

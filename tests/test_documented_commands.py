@@ -35,6 +35,7 @@ DOCUMENTS = {"README.md": None, "docs/data.md": "## New slides for `predict`"}
 GRID = {"image_runs": {"variants": ["imagenet", "clip"], "final_models": True}}
 CELLS = "data/07_model_output/cells"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+TRACKING_ON = {"TPIR_TRACKING": "on"}  # the suite runs untracked (conftest.py); a user's runs are tracked
 
 # Each documented command -> the test here that runs it.
 RUN_BY = {
@@ -246,15 +247,35 @@ def sequential(tmp_path_factory, raw_demo, tiny_project) -> Path:
     return project
 
 
+def tracked_cells(project: Path) -> set[str]:
+    """The cell runs of the one MLflow run in ``project``'s store; fails on a stray store or run."""
+    from mlflow import MlflowClient
+
+    stores = sorted(p.relative_to(project) for p in project.rglob("mlflow.db"))
+    assert stores == [Path("data/09_tracking/mlflow.db")] and not list(project.rglob("mlruns")), stores
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / stores[0]}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], max_results=1000)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.run_name == "train" and parent.info.status == "FINISHED"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1
+    return {r.info.run_name for r in children}
+
+
 @pytest.mark.slow
 def test_train_gives_the_same_results_under_every_runner(sequential, raw_demo, tiny_project, tmp_path):
+    """Also: MLflow tracking changes no result and logs only from the main process. The sequential
+    run is untracked (the suite's default) and writes no store; the ParallelRunner and Dask runs
+    are tracked, as a user's are, each into one run with a child run per cell."""
     parallel = tiny_project(tmp_path / "parallel", raw_demo)
-    log = run_typed(parallel, typed("kedro run --pipeline=train --runner=ParallelRunner"))
+    log = run_typed(parallel, typed("kedro run --pipeline=train --runner=ParallelRunner"), env=TRACKING_ON)
     assert "ParallelRunner workers: start method spawn, 1 thread(s) each" in log
     assert "cohort_qc" in next(line for line in log.splitlines() if "shared between the workers" in line)
 
     dask = tiny_project(tmp_path / "dask", raw_demo)
-    log = run_typed(dask, typed("kedro run --pipeline=train --runner=tpir_kedro.dask_runner.DaskRunner"))
+    log = run_typed(
+        dask, typed("kedro run --pipeline=train --runner=tpir_kedro.dask_runner.DaskRunner"), env=TRACKING_ON
+    )
     assert "DaskRunner:" in log and "scheduler tcp://127.0.0.1:" in log
 
     expected = results(sequential)
@@ -267,6 +288,9 @@ def test_train_gives_the_same_results_under_every_runner(sequential, raw_demo, t
             )
         assert {p.name for p in latest(other, "image_models").iterdir() if p.is_dir()} == {"imagenet", "clip"}
         assert latest(other, "report.html").stat().st_size > 0
+        # The grid's cells but imagenet__final, which trains nothing and scores nothing.
+        assert tracked_cells(other) == {"imagenet__B__seed0", "clip__B__seed0", "majority__B", "clip__final"}
+    assert not list(sequential.rglob("mlflow.db")) and not list(sequential.rglob("mlruns"))
 
 
 @pytest.mark.slow

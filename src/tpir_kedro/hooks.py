@@ -116,6 +116,14 @@ def image_backbone_record(contrastive: dict) -> dict:
     }
 
 
+def run_parameters(feed: dict) -> dict:
+    """The run's parameters (conf and ``--params``, nested as in ``parameters*.yml``) from what Kedro
+    hands ``after_catalog_created``: its feed dict, ``{"parameters": {...}, "params:a": ...,
+    "params:a.b": ...}``, whose other entries repeat every sub-tree.
+    """
+    return dict(feed.get("parameters", feed)) if feed else {}
+
+
 def dataset_versions(catalog, names) -> dict[str, str | None]:
     """The version each versioned dataset among ``names`` loads (None: never written)."""
     versions = {}
@@ -144,7 +152,7 @@ class RunManifestHooks:
         self._run = {
             "run_id": save_version,
             "load_versions_requested": dict(load_versions or {}),
-            "parameters": parameters,
+            "parameters": run_parameters(parameters),
         }
         self._run_info = {"run_id": save_version}
         catalog["run_info"] = self._run_info

@@ -43,6 +43,14 @@ NOISY_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
     ),
 )
 
+# Warnings that arrive through Kedro's log (``logging.captureWarnings``) from code that resets the
+# warning filters around itself, so only a filter on the ``py.warnings`` logger reaches them.
+NOISY_CAPTURED_WARNINGS = re.compile(
+    # MLflow judging kedro-mlflow's model class on import, at every kedro command (under
+    # ``warnings.simplefilter("once")``); this project logs no MLflow model.
+    r"Add type hints to the `predict` method"
+)
+
 # Lightning's INFO lines, per run: the accelerator summary (our own log line says what trained where),
 # an advertisement, and its stop reason (our log line gives the steps).
 NOISY_INFO = re.compile(
@@ -60,7 +68,13 @@ class _DropNoisyInfo(logging.Filter):
         return not (record.levelno <= logging.INFO and NOISY_INFO.match(record.getMessage()))
 
 
+class _DropNoisyCapturedWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not NOISY_CAPTURED_WARNINGS.search(record.getMessage())
+
+
 _FILTER = _DropNoisyInfo()
+_WARNINGS_FILTER = _DropNoisyCapturedWarnings()
 
 
 def quiet_third_party_logs() -> None:
@@ -73,6 +87,9 @@ def quiet_third_party_logs() -> None:
         log = logging.getLogger(name)
         if _FILTER not in log.filters:
             log.addFilter(_FILTER)
+    captured = logging.getLogger("py.warnings")
+    if _WARNINGS_FILTER not in captured.filters:
+        captured.addFilter(_WARNINGS_FILTER)
 
 
 def quiet_scvi() -> None:

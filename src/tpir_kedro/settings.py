@@ -33,8 +33,17 @@ CONFIG_LOADER_ARGS = {
 from tpir_kedro.grid_hooks import GridHooks  # noqa: E402
 from tpir_kedro.hooks import RunManifestHooks, ShortInputErrors  # noqa: E402
 from tpir_kedro.parallel_workers import ParallelWorkers, pin_worker_gpu  # noqa: E402
+from tpir_kedro.tracking_hooks import PLUGIN_DISTRIBUTIONS, MlflowTracking, tracking_enabled  # noqa: E402
 
 # A ParallelRunner worker imports these settings first: pin its GPU before any node touches CUDA.
 pin_worker_gpu()
 
-HOOKS = (GridHooks(), RunManifestHooks(), ShortInputErrors(), ParallelWorkers())
+HOOKS = (
+    GridHooks(),
+    RunManifestHooks(),
+    ShortInputErrors(),
+    ParallelWorkers(),
+    *((MlflowTracking(),) if tracking_enabled() else ()),
+)
+# kedro-mlflow's own hook would log from ParallelRunner/Dask workers: MlflowTracking drives it instead.
+DISABLE_HOOKS_FOR_PLUGINS = PLUGIN_DISTRIBUTIONS

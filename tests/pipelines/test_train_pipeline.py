@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 from kedro.framework.session import KedroSession
 
 from tpir_kedro.cohort.schema import validate_cohort
@@ -166,6 +167,12 @@ def test_the_run_manifest_and_the_packaged_models(catalog, trained_demo_project)
         manifest["wall_seconds"]["stages"]
     )
     assert manifest["dataset_versions"]["patch_store"] and manifest["packages"]["torch"]
+    # The run's own parameters (not Kedro's feed dict of every sub-tree), and what follows from them.
+    tiny = yaml.safe_load((trained_demo_project / "conf" / "local" / "parameters.yml").read_text())
+    assert "parameters" not in manifest["parameters"] and not any(":" in k for k in manifest["parameters"])
+    assert manifest["parameters"]["contrastive"]["max_steps"] == tiny["contrastive"]["max_steps"]
+    assert manifest["seeds"] == manifest["parameters"]["image_runs"]["seeds"]
+    assert manifest["image_backbone"]["backbone"] == manifest["parameters"]["contrastive"]["backbone"]
     models = catalog.load("image_models")
     assert set(models) == set(VARIANTS)
     card = models["scanvi_infonce"].card

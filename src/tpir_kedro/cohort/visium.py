@@ -95,12 +95,12 @@ def read_visium_section(section: VisiumSection, max_image_pixels: int = DEFAULT_
         raise CohortInputError(
             f"none of the {len(barcodes)} spot(s) is marked in_tissue", path=positions_path, section=name
         )
-    counts, genes, n_duplicate_genes = _integer_counts_summed(
+    counts, genes, n_duplicate_genes = integer_counts_summed(
         raw.X[keep], raw.var_names, path=h5_path, section=name
     )
     positions, barcodes = positions[keep], barcodes[keep]
 
-    labels, label_report = _read_labels(section, barcodes)
+    labels, label_report = read_barcode_labels(section, barcodes)
     um_per_px, um_source = _um_per_px(section, outs)
     image_wh = (0, 0)
     if section.image_path is not None:
@@ -216,7 +216,7 @@ def _read_positions(path: Path, section: str) -> pd.DataFrame:
     return table
 
 
-def _integer_counts_summed(
+def integer_counts_summed(
     matrix, genes: pd.Index, *, path: Path, section: str
 ) -> tuple[sp.csr_matrix, pd.Index, int]:
     """Validate spots x features counts and sum features sharing a gene symbol, staying sparse.
@@ -250,7 +250,11 @@ def _integer_counts_summed(
     return summed, pd.Index(symbols), int(len(codes) - len(symbols))
 
 
-def _read_labels(section: VisiumSection, barcodes: pd.Index) -> tuple[np.ndarray, dict]:
+def read_barcode_labels(section: VisiumSection, barcodes: pd.Index) -> tuple[np.ndarray, dict]:
+    """(n,) labels of ``barcodes`` from ``section.labels_path`` (a ``barcode,label`` CSV; unlisted
+    barcodes are ``unlabelled``) and what was joined. Any section with ``name`` and ``labels_path``
+    will do (the HEST reader uses it too).
+    """
     labels = np.full(len(barcodes), UNLABELLED, dtype=object)
     report = {"labels_path": "", "n_label_rows": 0, "n_labels_na_coordinates": 0, "n_labels_joined": 0}
     if section.labels_path is None:

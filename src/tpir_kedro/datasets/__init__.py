@@ -2,7 +2,11 @@
 
 from tpir_kedro.datasets.anndata_dataset import AnnDataDataset
 from tpir_kedro.datasets.cell_table_dataset import CellTableDataset
-from tpir_kedro.datasets.cohort_source_dataset import Her2stDirectoryDataset, VisiumDirectoryDataset
+from tpir_kedro.datasets.cohort_source_dataset import (
+    Her2stDirectoryDataset,
+    HestDirectoryDataset,
+    VisiumDirectoryDataset,
+)
 from tpir_kedro.datasets.folder_dataset import FolderDataset
 from tpir_kedro.datasets.gene_encoders_dataset import GeneEncodersDataset
 from tpir_kedro.datasets.her2st_section_slide_dataset import Her2stSectionSlideDataset
@@ -18,6 +22,7 @@ __all__ = [
     "GeneEncodersDataset",
     "Her2stDirectoryDataset",
     "Her2stSectionSlideDataset",
+    "HestDirectoryDataset",
     "ImageModelsDataset",
     "PackagedModelFoldersDataset",
     "PatchStoreDataset",

@@ -1,8 +1,8 @@
 """Datasets for raw cohort folders: they load a lazy source handle, never the data itself.
 
 Like ``PartitionedDataset``, loading returns something to read from (a
-:class:`~tpir_kedro.cohort.sources.Her2stDirectory`), so the reading node can pick sections and
-read them in parallel. ``Her2stDirectoryDataset`` can also *save* a
+:class:`~tpir_kedro.cohort.sources.Her2stDirectory`, ``VisiumDirectory`` or ``HestDirectory``), so the
+reading node can pick sections and read them in parallel. ``Her2stDirectoryDataset`` can also *save* a
 :class:`~tpir_kedro.cohort.her2st_layout.Her2stLayout` (the demo simulator's output).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from kedro.io.core import AbstractVersionedDataset, DatasetError, Version
 
 from tpir_kedro.cohort.her2st_layout import Her2stLayout, write_her2st_layout
-from tpir_kedro.cohort.sources import Her2stDirectory, VisiumDirectory
+from tpir_kedro.cohort.sources import Her2stDirectory, HestDirectory, VisiumDirectory
 
 
 class Her2stDirectoryDataset(AbstractVersionedDataset[Her2stLayout, Her2stDirectory]):
@@ -102,3 +102,72 @@ class VisiumDirectoryDataset(AbstractVersionedDataset[None, VisiumDirectory]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._filepath), "sections": sorted(self._sections)}
+
+
+class HestDirectoryDataset(AbstractVersionedDataset[None, HestDirectory]):
+    """A HEST-1k download (``st/``, ``wsis/``, ``metadata/``; read-only), one section per sample.
+
+    Parameters
+    ----------
+    path
+        the folder holding ``st/``, ``wsis/`` and ``metadata/``.
+    samples
+        the sample ids to read (HEST's ``id``, e.g. ``NCBI681``).
+    patients
+        sample id -> patient, overriding the metadata's ``patient`` (empty for most HEST samples,
+        and free text: folds hold out patients named with letters, digits, ``-`` and ``_``).
+    labels
+        sample id -> a ``barcode,label`` CSV, relative to ``path``.
+    missing_hint
+        appended to the error when the folder does not exist.
+
+    Example::
+
+        raw_cohort:
+          type: tpir_kedro.datasets.HestDirectoryDataset
+          path: /data/hest
+          samples: [NCBI681, NCBI682]
+          patients: {NCBI681: P8, NCBI682: P7}
+          labels: {NCBI681: labels/NCBI681.csv}
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        samples: list[str],
+        patients: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        missing_hint: str = "",
+        metadata: dict[str, Any] | None = None,
+    ):
+        super().__init__(filepath=PurePosixPath(path), version=None)
+        if isinstance(samples, str) or not samples:
+            raise DatasetError(f"HestDirectoryDataset needs a list of sample ids, got samples={samples!r}")
+        # YAML reads an id such as 123 as a number: ids are file names, so text.
+        self._samples = tuple(str(s) for s in samples)
+        if len(set(self._samples)) < len(self._samples):
+            raise DatasetError(f"samples lists an id twice: {list(self._samples)}")
+        self._patients = {str(k): str(v) for k, v in (patients or {}).items()}
+        self._labels = {str(k): str(v) for k, v in (labels or {}).items()}
+        for what, mapping in (("patients", self._patients), ("labels", self._labels)):
+            stray = sorted(set(mapping) - set(self._samples))
+            if stray:
+                raise DatasetError(f"{what} names sample(s) {stray} that are not in samples")
+        self._missing_hint = missing_hint
+        self.metadata = metadata
+
+    def load(self) -> HestDirectory:
+        root = Path(self._filepath)
+        if not root.is_dir():
+            raise DatasetError(f"no HEST folder at {root}. {self._missing_hint}".strip())
+        return HestDirectory(root=root, samples=self._samples, patients=self._patients, labels=self._labels)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("HestDirectoryDataset is read-only")
+
+    def _exists(self) -> bool:
+        return Path(self._filepath).is_dir()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._filepath), "samples": list(self._samples)}

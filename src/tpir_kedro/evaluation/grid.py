@@ -47,6 +47,21 @@ class Cell:
         return SEPARATOR.join([self.variant, str(self.unit), f"seed{self.seed}"])
 
 
+def floor_namespace(unit: str) -> str:
+    """The namespace of a fold's majority floor (``majority__<unit>``: no training, so no seed)."""
+    return SEPARATOR.join(["majority", unit])
+
+
+def cell_namespace(variant: str, fold: str, seed: int | None) -> str:
+    """The namespace of the cell a results row came from, from its ``variant``, ``fold`` key and
+    ``seed`` (None for the majority floor).
+    """
+    if fold == ALL_PATIENTS:
+        return Cell(variant, fold, 0).namespace
+    unit = fold.removeprefix(fold_key(""))
+    return floor_namespace(unit) if seed is None else Cell(variant, fold, seed, unit).namespace
+
+
 @dataclass(frozen=True)
 class Grid:
     fold_cells: tuple[Cell, ...]

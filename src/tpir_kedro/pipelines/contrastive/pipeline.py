@@ -10,7 +10,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node
 
-from tpir_kedro.evaluation.grid import SEPARATOR, Cell, Grid
+from tpir_kedro.evaluation.grid import Cell, Grid, floor_namespace
 from tpir_kedro.pipelines.contrastive import nodes
 
 # What every cell reads and nothing writes: kept out of the cell's namespace.
@@ -117,22 +117,18 @@ def final_cell(cell: Cell) -> Pipeline:
     )
 
 
-def _floor_namespace(unit: str) -> str:
-    return SEPARATOR.join(["majority", unit])
-
-
 def majority_floor(fold: str, unit: str) -> Pipeline:
     return _cell(
         [
             _fold_inputs_node(fold),
             node(nodes.fold_majority_metrics, "fold_inputs", "probe_metrics", name="score_majority"),
         ],
-        _floor_namespace(unit),
+        floor_namespace(unit),
     )
 
 
 def collectors(grid: Grid) -> Pipeline:
-    floors = [_floor_namespace(unit) for unit in grid.units.values()]
+    floors = [floor_namespace(unit) for unit in grid.units.values()]
     stacks = []
     for table in CELL_TABLES:
         sources = [f"{c.namespace}.{table}" for c in grid.fold_cells]
