@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
 from tpir_kedro.cohort.her2st import ReadOptions, discover_her2st_sections, read_her2st_section
 from tpir_kedro.cohort.schema import OBS_COLUMNS, validate_cohort
@@ -95,3 +97,22 @@ def test_c2_patches_sit_on_tissue(her2st_dir, tmp_path):
     assert np.mean(tissue_mean < glass.mean() - 10) > 0.95
     assert np.mean(saturation > glass_saturation + 10) > 0.95
     assert store.meta["sections"]["C2"]["decode_factor"] == 2  # 163 px -> 64 px: JPEG draft at 1/2
+
+
+def test_a1_spots_land_on_the_tissue_of_its_app_image(her2st_dir):
+    """The transform of the README (spot-file pixels x 2000/6954) takes A1's spots onto its app image,
+    and back: every spot inside the image, on tissue (the app blacked the background out)."""
+    (section,) = discover_her2st_sections(her2st_dir, ["A1"], image_overrides=A1_APP_IMAGE)
+    cohort = read_her2st_section(section)
+    spots = pd.read_csv(her2st_dir / "ST-spotfiles" / "A1_selection.tsv", sep="\t")
+    spots.index = [f"{x}x{y}" for x, y in zip(spots["x"], spots["y"], strict=True)]
+    ours = cohort.obs.set_index("spot_id").loc[:, ["pixel_x", "pixel_y"]]
+    scale = A1_APP_IMAGE["A1"]["scale"]
+    back = ours / scale  # the round trip: the app image's frame back to the spot file's
+    np.testing.assert_allclose(back.to_numpy(), spots.loc[ours.index, ["pixel_x", "pixel_y"]].to_numpy())
+    image = np.asarray(Image.open(her2st_dir / "app-imgs" / "A1_HE_image_dark.png").convert("RGB"))
+    height, width = image.shape[:2]
+    x, y = ours["pixel_x"].to_numpy(), ours["pixel_y"].to_numpy()
+    assert ((x >= 0) & (x < width) & (y >= 0) & (y < height)).all()
+    at_spot = image[np.round(y).astype(int), np.round(x).astype(int)]
+    assert np.mean(at_spot.max(axis=1) > 30) > 0.95  # stained tissue, not the blacked-out glass
