@@ -332,6 +332,76 @@ def verdict(summary: pd.DataFrame) -> dict:
     return out
 
 
+# The maps shown beside the pathologist's: fixed before the run (the untrained baseline, the positive
+# control and the variant `predict` packages by default), never picked by score.
+MAP_VARIANTS = [BASELINE, CONTROL, "scanvi_infonce"]
+
+
+def write_figures(out: Path) -> None:
+    """``figures.json`` (committed) and ``figures.html`` (offline page, plotly.js inline) from
+    ``predictions.csv``: A1's class map by the pathologist and by each of :data:`MAP_VARIANTS` under
+    read-out (a), seed 0, and the confusion matrices of those variants (seeds pooled).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    from tpir_kedro.cohort.schema import TISSUE_CLASSES
+    from tpir_kedro.reporting.label_colours import LABEL_COLOURS
+
+    predictions = pd.read_csv(out / "predictions.csv")
+    a = predictions[predictions["readout"] == "a"]
+    truth = a.drop_duplicates("spot").set_index("spot")
+    panels = [("pathologist", truth["label"])] + [
+        (v, a[(a["variant"] == v) & (a["seed"] == 0)].set_index("spot")["predicted"])
+        for v in MAP_VARIANTS
+        if v in set(a["variant"])
+    ]
+    maps = make_subplots(rows=1, cols=len(panels), subplot_titles=[name for name, _ in panels])
+    for col, (_, classes) in enumerate(panels, start=1):
+        xy = truth.loc[classes.index]
+        for cls in TISSUE_CLASSES:
+            hit = classes == cls
+            maps.add_trace(
+                go.Scatter(
+                    x=xy.loc[hit, "pixel_x"],
+                    y=xy.loc[hit, "pixel_y"],
+                    mode="markers",
+                    marker={"color": LABEL_COLOURS[cls], "size": 6},
+                    name=cls,
+                    legendgroup=cls,
+                    showlegend=col == 1,
+                ),
+                row=1,
+                col=col,
+            )
+        maps.update_yaxes(autorange="reversed", scaleanchor=f"x{col if col > 1 else ''}", row=1, col=col)
+    maps.update_layout(title="A1 (held-out patient A): pathologist vs read-out (a), seed 0", height=420)
+    confusion = make_subplots(rows=1, cols=len(MAP_VARIANTS), subplot_titles=MAP_VARIANTS)
+    for col, variant in enumerate(MAP_VARIANTS, start=1):
+        mine = a[a["variant"] == variant]
+        table = pd.crosstab(mine["label"], mine["predicted"]).reindex(
+            index=[c for c in TISSUE_CLASSES if c in set(mine["label"])],
+            columns=[c for c in TISSUE_CLASSES if c in set(mine["label"]) | set(mine["predicted"])],
+            fill_value=0,
+        )
+        confusion.add_trace(
+            go.Heatmap(z=table.to_numpy(), x=list(table.columns), y=list(table.index), coloraxis="coloraxis"),
+            row=1,
+            col=col,
+        )
+    confusion.update_layout(
+        title="Confusion on A1, read-out (a), seeds pooled (rows: pathologist)",
+        height=420,
+        coloraxis={"colorscale": "Blues"},
+    )
+    figures = {"class_maps": maps, "confusion": confusion}
+    (out / "figures.json").write_text(json.dumps({k: json.loads(f.to_json()) for k, f in figures.items()}))
+    html = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures.values())]
+    tmp = out / "figures.html.tmp"
+    tmp.write_text("<html><body>" + "".join(html) + "</body></html>")
+    tmp.replace(out / "figures.html")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -339,6 +409,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--quick", action="store_true", help="smoke run: 4 variants, short fits, 50 draws")
+    parser.add_argument(
+        "--figures", action="store_true", help="only (re)write the figures from --out's tables"
+    )
     args = parser.parse_args()
     if args.quick:
         args.out, args.work, args.draws = (
@@ -346,6 +419,9 @@ def main() -> None:
             WORK.with_name("real_new_patient_quick_work"),
             50,
         )
+    if args.figures:
+        write_figures(args.out.resolve())
+        return
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("TPIR_TRACKING", "off")  # a scratch project: nothing to browse later
     from kedro.framework.session import KedroSession
@@ -421,6 +497,7 @@ def main() -> None:
         "verdict": reading,
     }
     (out / "run.json").write_text(json.dumps(report, indent=1, default=str))
+    write_figures(out)
     print(json.dumps(reading, indent=1))
     print(f"{timings['total_s'] / 60:.1f} min; tables in {out}")
 

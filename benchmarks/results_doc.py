@@ -835,6 +835,100 @@ def notes_text(path: Path) -> str:
     return re.sub(r"\A\s*<!--.*?-->\s*", "", text, flags=re.S).rstrip() + "\n"
 
 
+REAL_NEW_PATIENT_COMMAND = (
+    "TPIR_HER2ST_DIR=$PWD/../shared/her2st .venv/bin/python benchmarks/bench_real_new_patient.py"
+)
+
+
+def _interval(row, metric: str) -> str:
+    return f"{row[metric]:.3f} [{row[f'{metric}_ci_low']:.3f}, {row[f'{metric}_ci_high']:.3f}]"
+
+
+def _delta(row, ref: str) -> str:
+    if pd.isna(row.get(f"delta_vs_{ref}")):
+        return ""
+    return (
+        f"{row[f'delta_vs_{ref}']:+.3f} [{row[f'delta_vs_{ref}_ci_low']:+.3f}, "
+        f"{row[f'delta_vs_{ref}_ci_high']:+.3f}] ({row[f'delta_vs_{ref}_share_ahead']:.0%})"
+    )
+
+
+def real_new_patient_section(folder: Path) -> list[str]:
+    """Real HER2ST, patient A held out of everything: the teacher, both read-outs on A1, the verdict."""
+    from bench_real_new_patient import READOUTS, VARIANTS
+
+    run = json.loads((folder / "run.json").read_text())
+    teacher = pd.read_csv(folder / "teacher_quality.csv")
+    summary = pd.read_csv(folder / "summary.csv")
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    verdict = run["verdict"]
+    lines = [
+        "## A new real patient, taught by expression only (real HER2ST, n = 1 patient)",
+        "",
+        "Produced by",
+        "",
+        "```bash",
+        REAL_NEW_PATIENT_COMMAND,
+        "```",
+        "",
+        f"from `{folder.relative_to(ROOT).as_posix()}/` (`teacher_quality.csv`, `transferred_labels.csv`, "
+        "`predictions.csv`, `readouts.csv`, `summary.csv`, `training_runs.csv`, `run.json`; the class maps and "
+        "confusion matrices in `figures.json`, an offline page from it by `--figures`). Patient A is held out "
+        "of everything that trains; its section A1 (the app image, "
+        f"{run['n_spots']} labelled spots after QC: "
+        + ", ".join(f"{k} {v}" for k, v in run["a1_counts"].items())
+        + ") is scored. Design and pre-registered reading: the script's docstring. "
+        f"**n = 1 patient**: intervals are a spatial block bootstrap over A1's spots ({run['n_blocks']} blocks of "
+        f"{run['block_array_steps']} × {run['block_array_steps']} array steps, {run['draws']} draws), seeds "
+        f"{', '.join(map(str, run['seeds']))} averaged; they say how sure the A1 number is, not how it "
+        "generalises to other patients. Headline: macro-F1 over the classes with ≥ 10 spots in A1 ("
+        + ", ".join(run["classes_headline"])
+        + ").",
+        "",
+        f"**The teacher** (scANVI taught B1…H1; each teacher patient's labels hidden in turn): mean macro-F1 "
+        f"{run['teacher']['macro_f1']:.3f}, accuracy {run['teacher']['accuracy']:.3f} over "
+        f"{len(teacher)} sections. Per patient: "
+        + ", ".join(f"{r.held_out_patient} {r.macro_f1:.2f}" for r in teacher.itertuples())
+        + ". Labels it gave B4/C2–C6: "
+        + ", ".join(f"{k} {v}" for k, v in run["transferred_label_counts"].items())
+        + ".",
+        "",
+    ]
+    for readout, what in READOUTS.items():
+        v = verdict[readout]
+        control = v["control"]
+        rows = summary[summary["readout"] == readout].copy()
+        rows["order"] = rows["variant"].map(order)
+        table = [
+            "| variant | macro-F1, headline [95% CI] | balanced accuracy | Δ vs imagenet [95% CI] (draws ahead) "
+            "| Δ vs clip [95% CI] (draws ahead) |",
+            "|---|---|---|---|---|",
+        ]
+        for _, r in rows.sort_values("order").iterrows():
+            table.append(
+                f"| {r['variant']} | {_interval(r, 'macro_f1_listed')} | {r['balanced_accuracy']:.3f} "
+                f"| {_delta(r, 'imagenet')} | {_delta(r, 'clip')} |"
+            )
+        word = "passed" if control.get("passed") else "failed"
+        control_row = rows[rows["variant"] == "supervised"].iloc[0]
+        lines += [
+            f"**Read-out ({readout}): {what}.** Positive control (`supervised` − `imagenet`, interval above 0): "
+            f"**{word}**, Δ {_delta(control_row, 'imagenet')} of draws ahead."
+            + (f" **Reading: {v['reading']}.**" if "reading" in v else " Descriptive."),
+            "",
+            *table,
+            "",
+        ]
+    lines += [
+        f"**Wall time**: {_minutes(run['timings']['total_s'])} on this 2-core machine (data engineering "
+        f"{_minutes(run['timings']['data_engineering_s'])}, teacher {_minutes(run['timings']['teacher_fit_s'] + run['timings']['teacher_quality_s'])}, "
+        f"image side {_minutes(run['timings']['image_side_s'])}, bootstrap {_minutes(run['timings']['bootstrap_s'])}); "
+        f"training runs: {', '.join(f'{k} {n}' for k, n in run['training_states'].items())}.",
+        "",
+    ]
+    return lines
+
+
 def render() -> str:
     out = [
         HEADER,
@@ -860,6 +954,8 @@ def render() -> str:
     for folder in sorted(RESULTS.glob("her2st_*")):
         if (folder / "run.json").exists():
             out += her2st_section(folder)
+    if (RESULTS / "real_new_patient" / "run.json").exists():
+        out += real_new_patient_section(RESULTS / "real_new_patient")
     if (RESULTS / "gene_encoders_her2st" / "run.json").exists():
         out += gene_encoders_section(RESULTS / "gene_encoders_her2st")
     demo_gene_runs = sorted(f for f in RESULTS.glob("gene_encoders_demo_k*") if (f / "run.json").exists())

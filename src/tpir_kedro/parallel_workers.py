@@ -8,6 +8,12 @@
 - **GPUs**: on a machine with several, worker *i* sees only GPU ``i mod n`` (``CUDA_VISIBLE_DEVICES``
   set in the worker when the project's settings are imported, before any node touches CUDA), so
   each cell trains on one GPU and cells run side by side; ``contrastive.devices`` stays ``auto``.
+- **plugin hooks**: a spawned worker runs with Kedro's default settings, not the project's (Kedro
+  bootstraps it only when ``kedro.framework.project.PACKAGE_NAME`` is set there, which a fresh
+  process lacks), yet it loads every plugin's hooks, so ``settings.DISABLE_HOOKS_FOR_PLUGINS`` did not
+  reach it: kedro-mlflow's hook logged stray MLflow runs from each worker. Kedro's settings are
+  Dynaconf's, which read ``DYNACONF_<NAME>`` from the environment, so the workers get the project's
+  list as ``DYNACONF_DISABLE_HOOKS_FOR_PLUGINS``.
 - **in-memory datasets**: a ``MemoryDataset`` the catalog declares (for its kedro-viz layer, e.g.
   ``cohort_qc``) lives in one process: a worker that saves to it saves to its own copy, and the next
   worker loads nothing. Kedro gives undeclared datasets a ``SharedMemoryDataset`` (held by the
@@ -18,6 +24,7 @@ The environment is restored after the run.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -29,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPUS_VARIABLE = "TPIR_WORKER_GPUS"  # the parent's visible GPUs, comma-separated, for the workers
+DISABLED_PLUGINS_VARIABLE = "DYNACONF_DISABLE_HOOKS_FOR_PLUGINS"  # read by the workers' default settings
 
 
 def runs_in_worker_processes(run_params: dict) -> bool:
@@ -91,7 +99,13 @@ class ParallelWorkers:
         shared = share_declared_memory_datasets(catalog, pipeline.datasets())
         if shared:
             logger.info("ParallelRunner: %s shared between the workers", ", ".join(shared))
-        wanted = {"KEDRO_MP_CONTEXT": "spawn", **dict.fromkeys(THREAD_VARIABLES, "1")}
+        from kedro.framework.project import settings
+
+        wanted = {
+            "KEDRO_MP_CONTEXT": "spawn",
+            DISABLED_PLUGINS_VARIABLE: json.dumps(list(settings.DISABLE_HOOKS_FOR_PLUGINS)),
+            **dict.fromkeys(THREAD_VARIABLES, "1"),
+        }
         gpus = _visible_gpus()
         if len(gpus) > 1:
             wanted[GPUS_VARIABLE] = ",".join(gpus)

@@ -4,6 +4,7 @@ types it), one test per stage; a larger demo where a probe can be read; and the 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -181,26 +182,27 @@ def test_the_run_manifest_and_the_packaged_models(catalog, trained_demo_project)
 
 @pytest.mark.slow
 def test_a_second_run_adds_versions_and_reuses_finished_training(
-    trained_demo_project, tmp_path, run, project_copy
+    trained_demo_project, tmp_path, run, project_copy, caplog
 ):
     project = project_copy(tmp_path / "again")  # a copy: the shared run stays as it was
     shutil.copytree(trained_demo_project / "data", project / "data")
     with KedroSession.create(project_path=project, runtime_params=None) as session:
         first_catalog = session.load_context().catalog
         results = first_catalog.load("results")
-    manifest = _train_manifest(project, results)
     first = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     before = (first[0] / "cohort.h5ad").read_bytes()
     run(project, "data_engineering")  # the shared run's parameters: the tiny demo's
     versions = sorted((project / "data/03_primary/cohort.h5ad").iterdir())
     assert len(versions) == 2 and (versions[0] / "cohort.h5ad").read_bytes() == before
     # The same inputs and parameters: finished image-training runs are reused, not retrained.
-    catalog = run(project, "contrastive,evaluation")
+    with caplog.at_level(logging.INFO, logger="tpir_kedro.models.training"):
+        catalog = run(project, "contrastive,evaluation")
     assert catalog.load("results").drop(columns="run_id").equals(results.drop(columns="run_id"))
-    assert (
-        catalog.load("run_manifest")["wall_seconds"]["stages"]["contrastive"]
-        < manifest["wall_seconds"]["stages"]["contrastive"]
-    )
+    # Every trained variant's runs came from the run cache (a wall-time comparison is a timing test,
+    # and flaky on a loaded machine: the reuse itself is what is asserted).
+    reused = {m.split()[1].rstrip(":") for m in caplog.messages if "reusing finished run" in m}
+    assert reused == TRAINED, reused
+    assert not any("resuming from" in m for m in caplog.messages)
 
 
 @pytest.mark.slow
