@@ -913,8 +913,9 @@ def real_new_patient_section(folder: Path) -> list[str]:
         control_row = rows[rows["variant"] == "supervised"].iloc[0]
         lines += [
             f"**Read-out ({readout}): {what}.** Positive control (`supervised` − `imagenet`, interval above 0): "
-            f"**{word}**, Δ {_delta(control_row, 'imagenet')} of draws ahead."
-            + (f" **Reading: {v['reading']}.**" if "reading" in v else " Descriptive."),
+            f"**{word}**, Δ {control_row['delta_vs_imagenet']:+.3f} [{control_row['delta_vs_imagenet_ci_low']:+.3f}, "
+            f"{control_row['delta_vs_imagenet_ci_high']:+.3f}], {control_row['delta_vs_imagenet_share_ahead']:.0%} "
+            "of draws ahead." + (f" **Reading: {v['reading']}.**" if "reading" in v else " Descriptive."),
             "",
             *table,
             "",
