@@ -853,6 +853,34 @@ def _delta(row, ref: str) -> str:
     )
 
 
+def _confusion_lines(folder: Path) -> list[str]:
+    """A1's confusion under read-out (a), seeds pooled, for the variants the figures map."""
+    from bench_real_new_patient import MAP_VARIANTS
+
+    from tpir_kedro.cohort.schema import TISSUE_CLASSES
+
+    a = pd.read_csv(folder / "predictions.csv").query("readout == 'a'")
+    rows = [c for c in TISSUE_CLASSES if c in set(a["label"])]
+    cols = [c for c in TISSUE_CLASSES if c in set(a["label"]) | set(a["predicted"])]
+    tables = {
+        v: pd.crosstab(a.loc[a["variant"] == v, "label"], a.loc[a["variant"] == v, "predicted"]).reindex(
+            index=rows, columns=cols, fill_value=0
+        )
+        for v in MAP_VARIANTS
+    }
+    lines = [
+        f"Confusion on A1 under read-out (a), spots × seeds pooled, cells {' / '.join(MAP_VARIANTS)} "
+        "(rows: pathologist; columns: predicted):",
+        "",
+        "| pathologist \\ predicted | " + " | ".join(cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for r in rows:
+        cells = [" / ".join(str(int(tables[v].loc[r, c])) for v in MAP_VARIANTS) for c in cols]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def real_new_patient_section(folder: Path) -> list[str]:
     """Real HER2ST, patient A held out of everything: the teacher, both read-outs on A1, the verdict."""
     from bench_real_new_patient import READOUTS, VARIANTS
@@ -920,6 +948,7 @@ def real_new_patient_section(folder: Path) -> list[str]:
             *table,
             "",
         ]
+    lines += _confusion_lines(folder)
     lines += [
         f"**Wall time**: {_minutes(run['timings']['total_s'])} on this 2-core machine (data engineering "
         f"{_minutes(run['timings']['data_engineering_s'])}, teacher {_minutes(run['timings']['teacher_fit_s'] + run['timings']['teacher_quality_s'])}, "
