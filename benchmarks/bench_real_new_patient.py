@@ -183,27 +183,27 @@ def relabel_with_teacher(work: Path, params: dict, out: Path) -> dict:
     """Step 1: the teacher's quality, its labels on B4/C2-C6, and the fold's gene encoders; saved as
     new versions of ``cohort`` and ``gene_encoders`` in the scratch project.
     """
+    from bench_gene_encoders import vae_config  # benchmarks/ is on sys.path (main)
     from kedro.framework.session import KedroSession
 
     from tpir_kedro.cohort.schema import label_categorical
     from tpir_kedro.evaluation.label_teacher import (
+        BASE,
+        TEACHER,
         fit_teacher,
         fit_teacher_base,
         teacher_quality,
         teacher_spots,
         transfer_labels,
     )
-    from tpir_kedro.models.gene_vae import GeneVaeConfig
 
     with KedroSession.create(project_path=work, env="her2st", runtime_params=params) as session:
         context = session.load_context()
         catalog = context.catalog
         cohort = catalog.load("cohort")
         genes = catalog.load("fold_genes")[FOLD]
-        settings = dict(context.params["gene_vae"])
-        for key in ("min_training_spots", "scanvi_labels"):
-            settings.pop(key, None)
-        config = GeneVaeConfig.from_dict(settings)
+        # The same GeneVaeConfig from the run's parameters as the gene-encoder benchmark's.
+        config = vae_config(context.params, [BASE, TEACHER])
         timings = {}
         t = time.perf_counter()
         teach = teacher_spots(cohort, [TEST_PATIENT])

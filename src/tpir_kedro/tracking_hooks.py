@@ -52,8 +52,6 @@ ARTIFACTS = (
 )
 # The tables the cell records are read from.
 CELL_TABLES = ("results", "patient_decodability", "training_runs")
-MAX_PARAMS_PER_BATCH = 100  # MLflow's limits on one log_batch call and on a parameter's length
-MAX_PARAM_LENGTH = 6000
 
 
 def tracking_enabled(environ=os.environ) -> bool:
@@ -133,15 +131,16 @@ class MlflowTracking:
 
     def _log_parameters(self, client) -> None:
         from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
 
         params = []
         for key, value in flat_parameters(self._parameters).items():
-            if len(value) > MAX_PARAM_LENGTH:
+            if len(value) > MAX_PARAM_VAL_LENGTH:
                 logger.warning("parameter %s is longer than MLflow keeps: truncated in the tracker", key)
-                value = value[:MAX_PARAM_LENGTH]
+                value = value[:MAX_PARAM_VAL_LENGTH]
             params.append(Param(key, value))
-        for start in range(0, len(params), MAX_PARAMS_PER_BATCH):
-            client.log_batch(self._run_id, params=params[start : start + MAX_PARAMS_PER_BATCH])
+        for start in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
+            client.log_batch(self._run_id, params=params[start : start + MAX_PARAMS_TAGS_PER_BATCH])
 
     # trylast: after RunManifestHooks has written the run manifest.
     @hook_impl(trylast=True)
