@@ -6,6 +6,9 @@
 
 The demo simulator's dials (``demo_cohort.batch_strength`` k: every patient effect in expression x k;
 ``stain_strength`` s: the per-patient stain spread x s) make the mechanism of the claim a variable.
+This grid ran on the simulator as of commit 221b721, whose k left the section effects alone; since
+then k scales them too (the second grid, bench_batch_effect_2.py), so its k != 1 cells no longer
+re-simulate to the committed ones (k = 1 does, bit for bit).
 Every cell of the grid k in {0, 1, 3} x s in {1, 3} is a 6-patient demo (seed 0) run through the
 project's own ``demo_cohort`` and ``train`` pipelines (KedroSession, scratch project under --work,
 one per s, so cells of one s share the feature cache and the runs that do not depend on k), with

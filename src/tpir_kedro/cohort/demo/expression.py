@@ -9,8 +9,11 @@ Deliberately *not* scVI's generative model in disguise. Besides a per-gene multi
 - mixing: a spot's mean is the class-fraction-weighted mix of the tissues under it.
 Patient-shifted class composition comes from the tissue maps.
 
-Every patient effect in expression scales with one dial, :meth:`PatientEffects.scaled` (the demo's
-``batch_strength``): at 0 the patients share one expected expression for the same tissue mix.
+Every effect in expression that does not follow from the tissue mix -- the patient's and the
+section's -- scales with one dial (the demo's ``batch_strength``, :meth:`PatientEffects.scaled` and
+:meth:`SectionEffects.scaled`): at 0 every patient and section shares one expected expression for the
+same tissue mix, so what is left to tell patients apart is their tissue (maps and composition) and the
+spot-level sampling noise, which is the same for all.
 """
 
 from __future__ import annotations
@@ -97,11 +100,50 @@ def patient_effects(rng: np.random.Generator, cfg: ExpressionConfig) -> PatientE
     )
 
 
+@dataclass(frozen=True)
+class SectionEffects:
+    """What differs between serial sections of one patient: a per-gene log multiplier and a depth offset."""
+
+    gene: np.ndarray  # (n_genes,) log multiplier
+    library: float  # log depth offset
+
+    def scaled(self, strength: float) -> SectionEffects:
+        """Both effects times ``strength`` on their log scale (1 reproduces the draw bit for bit)."""
+        k = float(strength)
+        if k < 0:
+            raise ValueError(f"batch strength must be >= 0, got {strength}")
+        return replace(self, gene=self.gene * k, library=self.library * k)
+
+
+def section_effects(rng: np.random.Generator, cfg: ExpressionConfig) -> SectionEffects:
+    return SectionEffects(
+        gene=rng.normal(0.0, cfg.section_gene_sd, cfg.n_genes),
+        library=float(rng.normal(0.0, cfg.section_library_sd)),
+    )
+
+
+def expected_counts(
+    cfg: ExpressionConfig,
+    programs: ExpressionPrograms,
+    patient: PatientEffects,
+    section: SectionEffects,
+    fractions: np.ndarray,
+    cancer_classes: np.ndarray,
+) -> np.ndarray:
+    """(n_spots, n_genes) expected counts of spots with these tissue mixes in this patient and section,
+    up to the spot-level depth factor (log-normal, the same distribution for every spot). Shapes as in
+    :func:`spot_counts`.
+    """
+    props = patient_proportions(programs, patient, fractions, cancer_classes, section.gene)
+    return props * (cfg.mean_library_size * np.exp(patient.library + section.library))
+
+
 def spot_counts(
     rng: np.random.Generator,
     cfg: ExpressionConfig,
     programs: ExpressionPrograms,
     patient: PatientEffects,
+    section: SectionEffects,
     fractions: np.ndarray,
     cancer_classes: np.ndarray,
 ) -> np.ndarray:
@@ -118,13 +160,8 @@ def spot_counts(
     -------
         (n_spots, n_genes) int64 counts.
     """
-    section_gene = rng.normal(0.0, cfg.section_gene_sd, cfg.n_genes)
-    section_library = rng.normal(0.0, cfg.section_library_sd)
-    props = patient_proportions(programs, patient, fractions, cancer_classes, section_gene)
-    depth = cfg.mean_library_size * np.exp(
-        patient.library + section_library + rng.normal(0.0, cfg.spot_library_sd, len(fractions))
-    )
-    mean = props * depth[:, None]
+    expected = expected_counts(cfg, programs, patient, section, fractions, cancer_classes)
+    mean = expected * np.exp(rng.normal(0.0, cfg.spot_library_sd, len(fractions)))[:, None]
     # NB(mean, theta) as a Gamma-Poisson mixture.
     rate = rng.gamma(programs.theta, mean / programs.theta)
     return rng.poisson(rate)

@@ -4,7 +4,7 @@ Returns the HER2ST layout in memory (:class:`Her2stLayout`); writing it to disk 
 through the real reader is the catalog's job, so the demo exercises the same code as real data.
 
 Two dials make the batch effect an experiment (benchmarks/bench_batch_effect.py): ``batch_strength``
-k multiplies every patient effect in expression, ``stain_strength`` s the per-patient stain spread.
+k multiplies every patient and section effect in expression, ``stain_strength`` s the per-patient stain spread.
 For one seed the tissue maps, spots and labels do not depend on either, and the images do not depend
 on k: both dials rescale draws rather than change what is drawn (see :func:`_section_counts`).
 """
@@ -18,7 +18,13 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pandas as pd
 
-from tpir_kedro.cohort.demo.expression import ExpressionConfig, cohort_programs, patient_effects, spot_counts
+from tpir_kedro.cohort.demo.expression import (
+    ExpressionConfig,
+    cohort_programs,
+    patient_effects,
+    section_effects,
+    spot_counts,
+)
 from tpir_kedro.cohort.demo.histology import patient_stain, render_he, section_style
 from tpir_kedro.cohort.demo.tissue import class_fractions_in_disks, class_map, smooth_fields, tissue_mask
 from tpir_kedro.cohort.her2st_layout import Her2stLayout, Her2stSectionTables
@@ -47,7 +53,7 @@ class DemoCohortConfig:
     stain_vector_sd: float = 0.06
     stain_intensity_sd: float = 0.12
     scanner_blur_max_px: float = 0.8
-    batch_strength: float = 1.0  # k: every patient effect in expression x k (0: none)
+    batch_strength: float = 1.0  # k: every patient and section effect in expression x k (0: none)
     stain_strength: float = 1.0  # s: per-patient stain spread x s
     expression: ExpressionConfig = field(default_factory=ExpressionConfig)
 
@@ -137,19 +143,22 @@ def simulate_demo_cohort(config: DemoCohortConfig) -> Her2stLayout:
 def _section_counts(rng, config: DemoCohortConfig, programs, effects, fractions: np.ndarray) -> np.ndarray:
     """(n_spots, n_genes) counts of one section at the cohort's ``batch_strength``.
 
-    Gamma and Poisson sampling consume a number of random draws that depends on the means, so
-    sampling at another strength from the cohort's stream would change every later draw (the next
-    sections' tissue, spots, labels and images). The stream therefore always advances by the counts
-    at strength 1 (the default cohort, bit for bit), and any other strength samples its counts from a
-    copy of the stream as it stood before. Different k then share the section effects, the spot
-    depths and the Gamma step's draws (which depend on the shape only): k moves the means, and only
-    the Poisson step's noise differs.
+    The section's own effects are drawn here, then both its and its patient's are scaled by k. Gamma and
+    Poisson sampling consume a number of random draws that depends on the means, so sampling at another
+    strength from the cohort's stream would change every later draw (the next sections' tissue, spots,
+    labels and images). The stream therefore always advances by the counts at strength 1 (the default
+    cohort, bit for bit), and any other strength samples its counts from a copy of the stream as it
+    stood before. Different k then share the patient and section draws, the spot depths and the Gamma
+    step's draws (which depend on the shape only): k moves the means, and only the Poisson step's noise
+    differs.
     """
+    section = section_effects(rng, config.expression)
     before = copy.deepcopy(rng) if config.batch_strength != 1.0 else None
-    counts = spot_counts(rng, config.expression, programs, effects, fractions, _CANCER)
+    counts = spot_counts(rng, config.expression, programs, effects, section, fractions, _CANCER)
     if before is not None:
+        k = config.batch_strength
         counts = spot_counts(
-            before, config.expression, programs, effects.scaled(config.batch_strength), fractions, _CANCER
+            before, config.expression, programs, effects.scaled(k), section.scaled(k), fractions, _CANCER
         )
     return counts
 
