@@ -51,6 +51,7 @@ VARIANTS = {
     "scanvi_similarity": {"gene_input": "scanvi", "loss": "similarity"},
     "class_guided": {"gene_input": "scanvi", "loss": "class_guided", "use_class_probs": True},
     "supervised": {"objective": "supervised"},
+    "clip_patient_adversary": {"gene_input": "log_hvg", "loss": "infonce", "patient_adversary": 1.0},
 }
 
 
@@ -187,6 +188,65 @@ def test_every_objective_trains_its_adapter_on_cached_features_for_max_steps(nam
     assert again.reused
     for key, value in trained.module.state_dict().items():
         assert torch.equal(value, again.module.state_dict()[key])
+
+
+def test_the_patient_adversary_trains_with_the_adapter_and_only_where_asked(views):
+    trained = {
+        name: train_image_model(
+            parse_variant(name, VARIANTS[name]), FROZEN, make_data(views, name), seed=0, run_root=None
+        )
+        for name in ("clip", "clip_patient_adversary")
+    }
+    assert trained["clip"].module.adversary is None
+    adversary = trained["clip_patient_adversary"].module.adversary
+    assert adversary.n_patients == 3 and adversary.weight == 1.0
+    # Its classifier is part of the module's state, so a finished run reloads it.
+    assert any(k.startswith("adversary.") for k in trained["clip_patient_adversary"].module.state_dict())
+
+
+def test_a_run_stops_once_its_loss_has_levelled_off_and_is_reported_plateaued(views, tmp_path):
+    from tpir_kedro.models.training_runs import summarise_training_runs
+
+    config = dataclasses.replace(
+        FROZEN, max_steps=1500, stop_at_plateau=True, plateau_min_steps=40, plateau_check_every=10
+    )
+    data = make_data(views, "supervised")
+    trained = train_image_model(
+        parse_variant("supervised", VARIANTS["supervised"]), config, data, seed=0, run_root=tmp_path
+    )
+    assert 40 <= trained.steps < 1500 and (trained.steps - 40) % 10 == 0
+    line = summarise_training_runs(trained.history.assign(variant="supervised", fold="f", seed=0)).iloc[0]
+    assert line["state"] == "plateaued"
+    # The stopping settings are part of the run key; without stopping they are not (old runs keep theirs).
+    assert training_fingerprint(trained.variant, config, data, 0) != training_fingerprint(
+        trained.variant, dataclasses.replace(config, plateau_min_steps=60), data, 0
+    )
+    assert "plateau_min_steps" not in FROZEN.fingerprint_dict()
+
+
+def test_the_plateau_rule_does_not_stop_a_loss_that_is_still_falling():
+    from types import SimpleNamespace
+
+    from tpir_kedro.models.plateau_stopping import PlateauStopping
+
+    def run(losses):
+        callback = PlateauStopping(min_steps=40, check_every=10)
+        trainer = SimpleNamespace(should_stop=False, callback_metrics={})
+        for step, loss in enumerate(losses):
+            trainer.callback_metrics["train_loss_step"] = torch.tensor(loss)
+            callback.on_train_batch_end(trainer, None, None, None, step)
+            if trainer.should_stop:
+                return callback.stopped_at
+        return None
+
+    noise = np.random.default_rng(0).normal(0, 0.01, 400)
+    assert run(list(3.0 - 0.005 * np.arange(400) + noise)) is None  # a straight fall never levels off
+    stopped = run(list(1.0 + 2.0 * np.exp(-np.arange(400) / 20) + noise))  # falls, then flat
+    assert stopped is not None and 40 <= stopped <= 200
+    # Its state travels with the checkpoint.
+    callback = PlateauStopping()
+    callback.load_state_dict({"losses": [1.0, 2.0], "stopped_at": None})
+    assert callback.state_dict()["losses"] == [1.0, 2.0]
 
 
 def test_the_frozen_regime_refuses_a_patch_store(patches):

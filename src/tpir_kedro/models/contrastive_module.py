@@ -20,6 +20,7 @@ from tpir_kedro.models.adapter import ImageAdapter
 from tpir_kedro.models.distributed import gather_no_grad, gather_with_grad
 from tpir_kedro.models.heads import GeneMlp, ProjectionHead
 from tpir_kedro.models.image_encoders import ImageEncoder, freeze_all_but_last_blocks
+from tpir_kedro.models.patient_adversary import PatientAdversary
 
 
 def gene_side(gene_input: str, in_dim: int, embed_dim: int, hidden: int, dropout: float) -> nn.Module:
@@ -130,7 +131,10 @@ class ContrastiveModule(_ImageTraining):
     """Image encoder + projection head vs gene side, trained by one of the contrastive losses.
 
     Batch keys: ``image`` (B, 3, H, W) uint8, ``genes`` (B, g) float, optional ``z`` (B, k) frozen gene
-    embedding (similarity targets), ``label`` (B,) int64 with -1 unlabelled, optional ``probs`` (B, C).
+    embedding (similarity targets), ``label`` (B,) int64 with -1 unlabelled, optional ``probs`` (B, C),
+    ``patient`` (B,) int64 codes (read by the optional ``adversary``, a
+    :class:`~tpir_kedro.models.patient_adversary.PatientAdversary` on the adapter, whose cross-entropy is
+    added to the loss; ``train_loss`` logs the contrastive loss alone, ``adversary_loss`` the other).
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class ContrastiveModule(_ImageTraining):
         channels_last: bool = True,
         trainable_blocks: int | None = None,
         freeze_batch_norm: bool = False,
+        adversary: PatientAdversary | None = None,
     ):
         super().__init__(
             encoder,
@@ -165,6 +170,7 @@ class ContrastiveModule(_ImageTraining):
         self.image_head = ProjectionHead(adapter.out_dim, embed_dim, dropout)
         self.gene_head = gene_side(gene_input, gene_dim, embed_dim, gene_hidden, dropout)
         self.loss_fn = loss_fn
+        self.adversary = adversary
 
     def image_embedding(self, images: Tensor) -> Tensor:
         return self.image_head(self.representation(images))
@@ -173,16 +179,21 @@ class ContrastiveModule(_ImageTraining):
         return self.gene_head(genes)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        u = gather_with_grad(self.image_embedding(batch["image"]).float())
+        representation = self.representation(batch["image"])
+        u = gather_with_grad(self.image_head(representation).float())
         v = gather_with_grad(self.gene_embedding(batch["genes"]).float())
         z = gather_no_grad(batch["z"].float()) if "z" in batch else None
         labels = gather_no_grad(batch["label"]) if "label" in batch else None
         probs = gather_no_grad(batch["probs"].float()) if "probs" in batch else None
         loss = self.loss_fn(u, v, z=z, labels=labels, probs=probs)
-        self.log(
-            "train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"])
-        )
-        return loss
+        size = len(batch["image"])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        if self.adversary is None:
+            return loss
+        # Per spot, so each rank's local batch suffices (no gather): DDP averages its gradients.
+        adversary_loss = self.adversary(representation, batch["patient"])
+        self.log("adversary_loss", adversary_loss, on_step=True, on_epoch=True, batch_size=size)
+        return loss + adversary_loss
 
 
 class SupervisedModule(_ImageTraining):

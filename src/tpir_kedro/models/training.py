@@ -10,7 +10,8 @@ starts afresh.
 The regime (``TrainingConfig.regime``) says what trains: ``frozen`` -- the adapter and heads on
 cached backbone features of several views per patch (``TrainingData.patches`` is then the
 (n_store, V, D) feature array); ``partial`` -- also the backbone's last blocks; ``full`` -- also the
-whole backbone. Every regime trains for ``max_steps`` optimiser steps (or ``epochs`` when None).
+whole backbone. Every regime trains for ``max_steps`` optimiser steps (or ``epochs`` when None), or
+stops before once its loss has levelled off (``stop_at_plateau``, :mod:`~tpir_kedro.models.plateau_stopping`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from tpir_kedro.models.feature_views import ViewSampler, hash_into
 from tpir_kedro.models.image_encoders import ImageEncoder, build_image_encoder
 from tpir_kedro.models.losses import contrastive_loss
 from tpir_kedro.models.patch_data import SpotPairs, collate_batch
+from tpir_kedro.models.patient_adversary import PatientAdversary
+from tpir_kedro.models.plateau_stopping import PlateauStopping
 from tpir_kedro.models.samplers import BATCHES
 from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.variants import VariantSpec
@@ -279,6 +282,11 @@ def build_module(
             dropout=config.dropout,
             **common,
         )
+    adversary = (
+        PatientAdversary(config.adapter_dim, data.patients, variant.patient_adversary, config.adapter_hidden)
+        if variant.patient_adversary
+        else None
+    )
     return ContrastiveModule(
         image_encoder,
         augment,
@@ -289,6 +297,7 @@ def build_module(
         embed_dim=config.embed_dim,
         gene_hidden=config.gene_hidden,
         dropout=config.dropout,
+        adversary=adversary,
         **common,
     )
 
@@ -376,6 +385,8 @@ def train_image_model(
         if (run_dir / LAST_CHECKPOINT).is_file():
             resume = run_dir / LAST_CHECKPOINT
             logger.info("variant %s: resuming from %s", variant.name, resume)
+    if config.stop_at_plateau:
+        callbacks.append(PlateauStopping(config.plateau_min_steps, config.plateau_check_every))
     trainer = make_trainer(config, run_dir, callbacks)
     datamodule = _SpotPairsData(
         data,

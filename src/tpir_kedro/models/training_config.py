@@ -45,6 +45,11 @@ class TrainingConfig:
     batch_norm: str = "frozen"
     epochs: int = 2
     max_steps: int | None = 2000  # optimiser steps per run, whatever the data size; None: epochs decide
+    # Stop a run before max_steps once its loss has levelled off (models/plateau_stopping.py): checked
+    # every plateau_check_every steps from plateau_min_steps on.
+    stop_at_plateau: bool = False
+    plateau_min_steps: int = 200
+    plateau_check_every: int = 50
     batch_size: int = 128
     lr: float = 1e-3  # adapter and heads
     backbone_lr: float = 2e-4
@@ -76,6 +81,11 @@ class TrainingConfig:
             raise ValueError(f"unknown batch_norm {config.batch_norm!r}; choose one of {BATCH_NORM}")
         if config.max_steps is not None and int(config.max_steps) < 1:
             raise ValueError(f"max_steps must be >= 1 or null, got {config.max_steps}")
+        if int(config.plateau_min_steps) < 4 or int(config.plateau_check_every) < 1:
+            raise ValueError(
+                f"need plateau_min_steps >= 4 and plateau_check_every >= 1, got {config.plateau_min_steps} "
+                f"and {config.plateau_check_every}"
+            )
         if int(config.feature_views) < 1:
             raise ValueError(f"feature_views must be >= 1, got {config.feature_views}")
         return config
@@ -92,6 +102,9 @@ class TrainingConfig:
             d.pop("trainable_blocks")
         if self.regime == "frozen":
             d.pop("batch_norm")  # no backbone trains: nothing for it to change
+        if not self.stop_at_plateau:
+            d.pop("plateau_min_steps")
+            d.pop("plateau_check_every")
         for key in ("progress_bar", "log_every_n_steps", "eval_batch_size", "num_workers", "threads"):
             d.pop(key)
         return d

@@ -62,13 +62,20 @@ def _two_standard_errors(a: np.ndarray, b: np.ndarray) -> float:
     return float(2.0 * np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
 
 
-def _run_line(history: pd.DataFrame, tolerance: float) -> dict:
-    steps = int(history["step"].max()) + 1 if history["step"].notna().any() else 0
-    epochs = int(history["epoch"].max()) + 1 if history["epoch"].notna().any() else 0
-    loss = history.dropna(subset=["train_loss_step"]).sort_values("step")["train_loss_step"].to_numpy(float)
+def loss_state(loss: np.ndarray, tolerance: float = 0.1) -> dict:
+    """The state of a run from its step losses in order (the module docstring's rule).
+
+    Parameters
+    ----------
+    loss
+        (n_steps,) step losses, first to last.
+
+    Returns
+    -------
+        ``loss_first_quarter``, ``loss_last_quarter``, ``last_quarter_share_of_change`` (NaN with fewer
+        than four losses), ``loss_fell``, ``plateaued`` and ``state``.
+    """
     line = {
-        "steps": steps,
-        "epochs": epochs,
         "loss_first_quarter": np.nan,
         "loss_last_quarter": np.nan,
         "last_quarter_share_of_change": np.nan,
@@ -76,23 +83,31 @@ def _run_line(history: pd.DataFrame, tolerance: float) -> dict:
         "plateaued": False,
         "state": NOT_LEARNING,
     }
-    if len(loss) >= 4:
-        q = np.array_split(loss, 4)
-        first, third, last = q[0].mean(), q[2].mean(), q[3].mean()
-        change = abs(first - last)
-        share = abs(third - last) / change if change > 0 else (0.0 if third == last else np.inf)
-        fell = bool(first - last > _two_standard_errors(q[0], q[3]))
-        level = bool(share < tolerance or abs(third - last) < _two_standard_errors(q[2], q[3]))
-        state = run_state(fell, level)
-        line.update(
-            loss_first_quarter=first,
-            loss_last_quarter=last,
-            last_quarter_share_of_change=share,
-            loss_fell=fell,
-            plateaued=state == PLATEAUED,
-            state=state,
-        )
-    return line
+    loss = np.asarray(loss, dtype=float)
+    if len(loss) < 4:
+        return line
+    q = np.array_split(loss, 4)
+    first, third, last = q[0].mean(), q[2].mean(), q[3].mean()
+    change = abs(first - last)
+    share = abs(third - last) / change if change > 0 else (0.0 if third == last else np.inf)
+    fell = bool(first - last > _two_standard_errors(q[0], q[3]))
+    level = bool(share < tolerance or abs(third - last) < _two_standard_errors(q[2], q[3]))
+    state = run_state(fell, level)
+    return {
+        "loss_first_quarter": first,
+        "loss_last_quarter": last,
+        "last_quarter_share_of_change": share,
+        "loss_fell": fell,
+        "plateaued": state == PLATEAUED,
+        "state": state,
+    }
+
+
+def _run_line(history: pd.DataFrame, tolerance: float) -> dict:
+    steps = int(history["step"].max()) + 1 if history["step"].notna().any() else 0
+    epochs = int(history["epoch"].max()) + 1 if history["epoch"].notna().any() else 0
+    loss = history.dropna(subset=["train_loss_step"]).sort_values("step")["train_loss_step"].to_numpy(float)
+    return {"steps": steps, "epochs": epochs, **loss_state(loss, tolerance)}
 
 
 def summarise_training_runs(history: pd.DataFrame, tolerance: float = 0.1) -> pd.DataFrame:

@@ -27,6 +27,7 @@ _KEYS = {
     "init",
     "use_class_probs",
     "batches",
+    "patient_adversary",
     "description",
 }
 
@@ -43,6 +44,9 @@ class VariantSpec:
     batches: str = (
         "mixed"  # mixed: every patient in every batch; single_patient: one patient a batch (a control)
     )
+    # > 0: a patient-adversarial head on the adapter with this gradient-reversal weight
+    # (models/patient_adversary.py); contrastive variants only.
+    patient_adversary: float = 0.0
     description: str = ""
 
     @property
@@ -70,6 +74,8 @@ class VariantSpec:
         # variant stay what they were.
         if self.batches != "mixed":
             out["batches"] = self.batches
+        if self.patient_adversary:
+            out["patient_adversary"] = self.patient_adversary
         return out
 
 
@@ -92,8 +98,14 @@ def parse_variant(name: str, spec: Mapping[str, Any]) -> VariantSpec:
         init=spec.get("init"),
         use_class_probs=bool(spec.get("use_class_probs", False)),
         batches=str(spec.get("batches", "mixed")),
+        patient_adversary=float(spec.get("patient_adversary") or 0.0),
         description=str(spec.get("description", "")),
     )
+    if variant.patient_adversary < 0 or (variant.patient_adversary and objective != "contrastive"):
+        raise ValueError(
+            f"variant {name!r}: patient_adversary is a gradient-reversal weight > 0 for a contrastive "
+            f"variant, got {variant.patient_adversary} with objective {objective!r}"
+        )
     if variant.batches not in BATCH_KINDS:
         raise ValueError(f"variant {name!r}: batches {variant.batches!r} is not one of {BATCH_KINDS}")
     if variant.batches != "mixed" and not variant.trains:
