@@ -150,6 +150,8 @@ def test_patient_decodability_rows_read_the_training_patients_of_each_model():
     assert list(table.columns[:4]) == ["variant", "space", "fold", "seed"] and len(table) == 2
     assert np.allclose(table["chance"], 1 / 3) and (table["n_spots"] == n_train).all()
     assert by.loc["tissue", "accuracy"] < 1 / 3 + 0.15 < 0.9 < by.loc["patient", "accuracy"]
+    # The neighbourhoods say the same: tissue decides them in one model, the patient in the other.
+    assert by.loc["patient", "robustness_index"] < 0.3 < 0.7 < by.loc["tissue", "robustness_index"]
 
 
 def test_a_skipped_cell_scores_nothing_but_keeps_every_header():

@@ -18,6 +18,7 @@ from tpir_kedro.evaluation.expression_prediction import expression_prediction_sc
 from tpir_kedro.evaluation.expression_ridge import ridge_expression_score
 from tpir_kedro.evaluation.fold_embeddings import FoldEmbeddings
 from tpir_kedro.evaluation.fold_inputs import FoldInputs
+from tpir_kedro.evaluation.gene_embedding_scores import robustness_index
 from tpir_kedro.evaluation.patient_decodability import patient_decodability
 from tpir_kedro.evaluation.probes import (
     CONFUSION_COLUMNS,
@@ -46,7 +47,15 @@ EXPRESSION_COLUMNS = [
     "n_genes",
     "n_genes_constant",
 ]
-DECODABILITY_COLUMNS = [*CELL_KEYS, "accuracy", "chance", "n_spots", "n_patients", "n_classes"]
+DECODABILITY_COLUMNS = [
+    *CELL_KEYS,
+    "accuracy",
+    "chance",
+    "n_spots",
+    "n_patients",
+    "n_classes",
+    "robustness_index",
+]
 
 
 def fold_labels(inputs: FoldInputs) -> tuple[np.ndarray, np.ndarray]:
@@ -110,16 +119,27 @@ def majority_scores(inputs: FoldInputs) -> pd.DataFrame:
 def decodability_scores(emb: FoldEmbeddings | None, inputs: FoldInputs) -> pd.DataFrame:
     """Per space: cross-validated accuracy of decoding the patient from the representation of the
     fold's training patients' classified spots, classes balanced across patients (chance
-    1 / n_training_patients). The held-out patient never enters.
+    1 / n_training_patients), and the neighbourhood robustness index of the same spots (the gene
+    side's :func:`~tpir_kedro.evaluation.gene_embedding_scores.robustness_index`, default k: does
+    tissue or patient decide a spot's neighbours?). The held-out patient never enters.
     """
     rows = []
     if emb is not None:
         n_train = len(inputs.train_labels)
         for space, features in emb.features.items():
-            score = patient_decodability(
-                features[:n_train], inputs.train_labels, inputs.train_patient_names, seed=emb.seed
+            train = (features[:n_train], inputs.train_labels, inputs.train_patient_names)
+            score = patient_decodability(*train, seed=emb.seed)
+            robustness = robustness_index(*train)["robustness_index"]
+            rows.append(
+                {
+                    "variant": emb.variant,
+                    "space": space,
+                    "fold": emb.fold,
+                    "seed": emb.seed,
+                    **score,
+                    "robustness_index": robustness,
+                }
             )
-            rows.append({"variant": emb.variant, "space": space, "fold": emb.fold, "seed": emb.seed, **score})
     return pd.DataFrame(rows, columns=DECODABILITY_COLUMNS)
 
 
