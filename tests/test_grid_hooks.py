@@ -28,6 +28,21 @@ def test_each_session_builds_the_grid_of_its_own_parameters(project):
     ]
 
 
+def test_a_variant_may_read_a_gene_encoder_the_runs_own_parameters_fit(project):
+    from kedro.framework.project import pipelines
+
+    variant = {"gene_input": "scvi_adversarial", "loss": "infonce"}
+    params = {"variants": {"adv": variant}, "image_runs": {"variants": ["adv"], "final_models": False}}
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.load_context()
+        with pytest.raises(ValueError, match="neither 'log_hvg' nor a gene encoder of gene_vae.fit"):
+            pipelines["contrastive"]
+    params["gene_vae"] = {"fit": ["scvi", "scanvi", "scvi_adversarial"]}
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.load_context()
+        assert {n.namespace for n in pipelines["contrastive"].nodes if n.namespace} >= {"adv__B__seed0"}
+
+
 def test_without_a_session_the_grid_comes_from_the_environments_conf(project, monkeypatch):
     monkeypatch.chdir(project)
     monkeypatch.setattr(grid_hooks, "_parameters", None)

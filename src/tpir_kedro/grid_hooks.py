@@ -23,7 +23,8 @@ from kedro.framework.hooks import hook_impl
 from tpir_kedro.evaluation.grid import Grid, grid_from_parameters
 
 PIPELINES_MODULE = f"{__package__}.pipeline_registry"
-GRID_PARAMETERS = ("image_runs", "variants", "folds")
+# gene_vae: a variant may read any gene encoder the run fits (gene_vae.fit), checked as the grid is declared.
+GRID_PARAMETERS = ("image_runs", "variants", "folds", "gene_vae")
 
 _parameters: dict[str, Any] | None = None
 
