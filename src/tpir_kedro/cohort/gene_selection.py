@@ -22,8 +22,11 @@ logger = logging.getLogger(__name__)
 
 # seurat_v3 fits a loess of log variance on log mean per batch. A batch in which many genes are
 # barely detected (a strong patient effect pushes them to a few counts) has many tied points, and
-# the loess at scanpy's span 0.3 can fail as near-singular; a wider span smooths over the ties.
+# the loess at scanpy's span 0.3 can fail as near-singular -- scikit-misc says "near singularities"
+# or, when the fit's matrix is numerically singular, reports its "reciprocal condition number" --;
+# a wider span smooths over the ties.
 LOESS_SPANS = (0.3, 0.6, 1.0)
+_NEAR_SINGULAR = ("singular", "reciprocal condition number")
 
 
 def _seurat_v3(work: AnnData, n_top: int, batch_key: str | None, patients: list[str]) -> None:
@@ -36,7 +39,7 @@ def _seurat_v3(work: AnnData, n_top: int, batch_key: str | None, patients: list[
                 )
             return
         except ValueError as exc:
-            if "singular" not in str(exc) or span == LOESS_SPANS[-1]:
+            if not any(sign in str(exc) for sign in _NEAR_SINGULAR) or span == LOESS_SPANS[-1]:
                 raise
             logger.warning(
                 "highly variable genes of patients %s: seurat_v3's loess is near-singular at span %s (%s); "
