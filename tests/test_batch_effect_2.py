@@ -112,3 +112,18 @@ def test_the_weight_rule_takes_the_largest_weight_within_the_band(bench):
 
     assert bench.choose_weight(table([0.70, 0.71, 0.695, 0.60]), "logistic") == 0.3
     assert bench.choose_weight(table([0.70, 0.65, 0.64, 0.60]), "logistic") == 0.1  # none near: smallest
+
+
+DEV = ROOT / "benchmarks" / "results" / "batch_effect_2_dev"
+
+
+def test_the_committed_development_tables_and_choices_are_what_its_cells_give(bench, tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(DEV / "cells", tmp_path / "cells")
+    choice = bench.summarise_development(tmp_path)
+    for name in ("regimes.csv", "adversary.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / name), pd.read_csv(DEV / name))
+    assert json.loads(json.dumps(choice, default=str)) == json.loads((DEV / "choice.json").read_text())
+    assert choice["d1"]["regime"] in bench.REGIMES and choice["d2"]["weight"] in bench.ADVERSARY_WEIGHTS
