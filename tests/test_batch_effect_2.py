@@ -127,3 +127,29 @@ def test_the_committed_development_tables_and_choices_are_what_its_cells_give(be
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / name), pd.read_csv(DEV / name))
     assert json.loads(json.dumps(choice, default=str)) == json.loads((DEV / "choice.json").read_text())
     assert choice["d1"]["regime"] in bench.REGIMES and choice["d2"]["weight"] in bench.ADVERSARY_WEIGHTS
+
+
+# The grid's committed folders: the smoke run (development cohort) and, once run, the evaluated grid.
+GRIDS = [("batch_effect_2_quick", len(["A", "B"]))]
+
+
+@pytest.mark.parametrize(("name", "n_folds"), GRIDS)
+def test_the_committed_grid_summaries_and_reading_are_what_its_cells_give(bench, tmp_path, name, n_folds):
+    import json
+    import shutil
+
+    committed = ROOT / "benchmarks" / "results" / name
+    shutil.copytree(committed / "cells", tmp_path / "cells")
+    verdict = bench.summarise(tmp_path, n_folds)
+    for table in ("grid.csv", "deltas.csv", "gene_side.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / table), pd.read_csv(committed / table))
+    assert json.loads(json.dumps(verdict, default=str)) == json.loads(
+        (committed / "reading.json").read_text()
+    )
+    # Every arm of every cell is scored under both probes, and the oracle is CLIP of the k = 0 cell.
+    grid = pd.read_csv(committed / "grid.csv")
+    assert set(grid["variant"]) == {*bench.ARMS, bench.ORACLE}
+    oracle = grid[grid["variant"] == bench.ORACLE].set_index(["s", "probe", "k"])["macro_f1_mean"]
+    clip0 = grid[(grid["variant"] == "clip") & (grid["k"] == 0.0)].set_index(["s", "probe"])["macro_f1_mean"]
+    for (s, probe, _), value in oracle.items():
+        assert value == pytest.approx(clip0.loc[(s, probe)])
