@@ -515,17 +515,20 @@ def figures(diffs: pd.DataFrame, dec: pd.DataFrame, genes: pd.DataFrame | None =
     return {"delta_by_k": delta, "decodability_by_k": decod}
 
 
-def write_figures(out: Path, figs: dict) -> None:
+def write_figures(
+    out: Path,
+    figs: dict,
+    title: str = "Batch-effect experiment",
+    source: str = "benchmarks/bench_batch_effect.py; numbers in grid.csv, deltas.csv, reading.json.",
+) -> None:
+    """figures.json (committed) and a self-contained figures.html (not committed)."""
     (out / "figures.json").write_text(json.dumps({name: json.loads(f.to_json()) for name, f in figs.items()}))
     parts = [
         f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs.values())
     ]  # plotly.js once, inline: the page works offline
     page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Batch-effect experiment (simulated)</title>"
-        "</head><body><h1>Batch-effect experiment (simulated demo)</h1>"
-        "<p>benchmarks/bench_batch_effect.py; numbers in grid.csv, deltas.csv, reading.json.</p>"
-        + "".join(parts)
-        + "</body></html>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title} (simulated)</title>"
+        f"</head><body><h1>{title} (simulated demo)</h1><p>{source}</p>" + "".join(parts) + "</body></html>"
     )
     tmp = out / "figures.html.tmp"
     tmp.write_text(page)

@@ -120,6 +120,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_batch_effect import _get, cell_name, write_figures  # noqa: E402  (the first grid's helpers)
 from scratch_project import scratch_project  # noqa: E402
 
 N_PATIENTS = 6
@@ -192,10 +193,6 @@ REGIMES = {
 }
 CELL_TABLES = ("results", "patient_decodability", "gene_embedding_scorecard", "training_runs")
 GENE_SIDE_TABLE = "gene_label_transfer"
-
-
-def cell_name(k: float, s: float) -> str:
-    return f"k{k:g}_s{s:g}"
 
 
 def cell_params(
@@ -603,9 +600,7 @@ def gene_side(cells: dict) -> pd.DataFrame:
                     "embedding": embedding,
                     "patient_decodability": values.mean(),
                     "patient_decodability_sd": values.std(ddof=1),
-                    "robustness_index": card["robustness_index"].get(embedding, np.nan)
-                    if "robustness_index" in card
-                    else np.nan,
+                    "robustness_index": card["robustness_index"].get(embedding, np.nan),
                 }
             )
     return pd.DataFrame(rows)
@@ -654,13 +649,6 @@ ORACLE_GAIN, GAIN, AHEAD, ZERO_BAND, FLAT_MAX, FLAT_AHEAD, RISE, REMOVAL = (
 )
 
 
-def _row(table: pd.DataFrame, **where) -> pd.Series | None:
-    mask = np.ones(len(table), bool)
-    for key, value in where.items():
-        mask &= table[key].to_numpy() == value
-    return table[mask].iloc[0] if mask.any() else None
-
-
 def _stats(row: pd.Series | None) -> dict | None:
     if row is None:
         return None
@@ -678,14 +666,14 @@ def arm_verdict(diffs: pd.DataFrame, image: pd.DataFrame, arm: str, probe: str, 
     # supervised and imagenet never see expression: the k = 1 cell's control is every cell's (the
     # largest k where a run lacks k = 1, as the smoke run does).
     k_control = CONTROL_AT_K if (d["k"] == CONTROL_AT_K).any() else float(d["k"].max())
-    control = _row(d, k=k_control, comparison="supervised_vs_imagenet")
-    oracle = _row(d, k=3.0, comparison="oracle_vs_clip")
-    at = {k: _row(d, k=k, comparison=f"{arm}_vs_clip") for k in KS}
+    control = _get(d, k=k_control, comparison="supervised_vs_imagenet")
+    oracle = _get(d, k=3.0, comparison="oracle_vs_clip")
+    at = {k: _get(d, k=k, comparison=f"{arm}_vs_clip") for k in KS}
     dec = {
-        (v, k): _row(image, s=s, k=k, variant=v)
+        (v, k): row
         for v in (arm, "clip")
         for k in KS
-        if _row(image, s=s, k=k, variant=v) is not None
+        if (row := _get(image, s=s, k=k, variant=v)) is not None
     }
     c = {
         "control": _stats(control),
@@ -831,22 +819,6 @@ def figures(diffs: pd.DataFrame, image: pd.DataFrame, genes: pd.DataFrame) -> di
     return {"delta_by_k": delta, "decodability_by_k": decod}
 
 
-def write_figures(out: Path, figs: dict) -> None:
-    """figures.json (committed) and a self-contained figures.html (plotly.js inline; not committed)."""
-    (out / "figures.json").write_text(json.dumps({name: json.loads(f.to_json()) for name, f in figs.items()}))
-    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs.values())]
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Second batch-effect grid (simulated)</title>"
-        "</head><body><h1>Second batch-effect grid (simulated demo)</h1>"
-        "<p>benchmarks/bench_batch_effect_2.py; numbers in grid.csv, deltas.csv, gene_side.csv, reading.json.</p>"
-        + "".join(parts)
-        + "</body></html>"
-    )
-    tmp = out / "figures.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(out / "figures.html")
-
-
 def summarise(out: Path, n_folds: int) -> dict:
     cells = read_cells(out)
     if not cells:
@@ -861,7 +833,12 @@ def summarise(out: Path, n_folds: int) -> dict:
     verdict = reading(diffs, image, n_folds)
     verdict["cells"] = {cell_name(k, s): c["info"] for (k, s), c in sorted(cells.items())}
     (out / "reading.json").write_text(json.dumps(verdict, indent=1, default=str))
-    write_figures(out, figures(diffs, image, genes))
+    write_figures(
+        out,
+        figures(diffs, image, genes),
+        title="Second batch-effect grid",
+        source="benchmarks/bench_batch_effect_2.py; numbers in grid.csv, deltas.csv, gene_side.csv, reading.json.",
+    )
     return verdict
 
 

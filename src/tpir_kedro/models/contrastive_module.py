@@ -172,9 +172,6 @@ class ContrastiveModule(_ImageTraining):
         self.loss_fn = loss_fn
         self.adversary = adversary
 
-    def image_embedding(self, images: Tensor) -> Tensor:
-        return self.image_head(self.representation(images))
-
     def gene_embedding(self, genes: Tensor) -> Tensor:
         return self.gene_head(genes)
 

@@ -60,6 +60,13 @@ def cohort_programs(rng: np.random.Generator, cfg: ExpressionConfig, n_classes: 
     return ExpressionPrograms(base=base, classes=classes, theta=theta)
 
 
+def _strength(strength: float) -> float:
+    k = float(strength)
+    if k < 0:
+        raise ValueError(f"batch strength must be >= 0, got {strength}")
+    return k
+
+
 @dataclass(frozen=True)
 class PatientEffects:
     gene: np.ndarray  # (n_genes,) log multiplier
@@ -76,9 +83,7 @@ class PatientEffects:
 
         Multiplying by 1.0 is exact in floating point, so ``scaled(1.0)`` reproduces the draw bit for bit.
         """
-        k = float(strength)
-        if k < 0:
-            raise ValueError(f"batch strength must be >= 0, got {strength}")
+        k = _strength(strength)
         return replace(
             self,
             gene=self.gene * k,
@@ -109,9 +114,7 @@ class SectionEffects:
 
     def scaled(self, strength: float) -> SectionEffects:
         """Both effects times ``strength`` on their log scale (1 reproduces the draw bit for bit)."""
-        k = float(strength)
-        if k < 0:
-            raise ValueError(f"batch strength must be >= 0, got {strength}")
+        k = _strength(strength)
         return replace(self, gene=self.gene * k, library=self.library * k)
 
 
