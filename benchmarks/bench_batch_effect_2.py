@@ -677,11 +677,14 @@ def arm_verdict(diffs: pd.DataFrame, image: pd.DataFrame, arm: str, probe: str, 
     }
     c = {
         "control": _stats(control),
-        "control_passes": control is not None and control_passes(control, n_folds),
+        # bool(): numpy's comparisons give numpy booleans, which JSON would write as strings.
+        "control_passes": bool(control is not None and control_passes(control, n_folds)),
         "oracle_vs_clip_k3": _stats(oracle),
-        "oracle_helps": oracle is not None
-        and oracle["mean_difference"] >= ORACLE_GAIN
-        and oracle["n_folds_ahead"] >= ahead,
+        "oracle_helps": bool(
+            oracle is not None
+            and oracle["mean_difference"] >= ORACLE_GAIN
+            and oracle["n_folds_ahead"] >= ahead
+        ),
         "delta_by_k": {f"k{k:g}": _stats(r) for k, r in at.items()},
     }
     if ("clip", 0.0) in dec and ("clip", 3.0) in dec:
@@ -693,9 +696,9 @@ def arm_verdict(diffs: pd.DataFrame, image: pd.DataFrame, arm: str, probe: str, 
             float(dec[("clip", 3.0)]["patient_decodability"] - dec[(arm, 3.0)]["patient_decodability"]), 4
         )
     d3, d0 = at[3.0], at[0.0]
-    c["gains_at_k3"] = d3 is not None and d3["mean_difference"] >= GAIN and d3["n_folds_ahead"] >= ahead
-    c["level_at_k0"] = d0 is not None and abs(d0["mean_difference"]) <= ZERO_BAND
-    c["removes_the_patient"] = c.get("decodability_below_clip_k3", -1.0) >= REMOVAL
+    c["gains_at_k3"] = bool(d3 is not None and d3["mean_difference"] >= GAIN and d3["n_folds_ahead"] >= ahead)
+    c["level_at_k0"] = bool(d0 is not None and abs(d0["mean_difference"]) <= ZERO_BAND)
+    c["removes_the_patient"] = bool(c.get("decodability_below_clip_k3", -1.0) >= REMOVAL)
     if not c["control_passes"]:
         verdict = "no reading: the positive control fails"
     elif not c["oracle_helps"]:
