@@ -599,6 +599,170 @@ def _cells_training_text(folder: Path) -> list[str]:
     return [*_training_text(training, f"`cells/*/training_runs.csv`, {len(paths)} cells pooled"), ""]
 
 
+BATCH_EFFECT_2_COMMAND = ".venv/bin/python benchmarks/bench_batch_effect_2.py"
+
+
+def _stat_text(stats: dict | None) -> str:
+    """A paired difference as reading.json stores it: mean [interval] (folds ahead)."""
+    if stats is None:
+        return "not run"
+    low, high = stats["ci"]
+    return f"{stats['mean']:+.3f} [{low:+.3f}, {high:+.3f}] ({stats['folds_ahead']})"
+
+
+def _stopped_runs_text(training: pd.DataFrame, cap: int, n_cells: int) -> list[str]:
+    """Runs that stop at their plateau: how many stopped and how many ran to the cap, per variant, and
+    where the training-runs table's reading disagrees with the stopping rule's.
+    """
+    states, _ = run_states(training)
+    at_cap = training["steps"] >= cap
+    counts = states.value_counts()
+    disagree = int(((states == STILL_LEARNING) & ~at_cap).sum())
+    capped = training[at_cap].groupby("variant").size()
+    runs_of = training.groupby("variant").size()
+    not_learning = training[states == NOT_LEARNING].groupby("variant").size()
+    return [
+        f"**Training runs** (`cells/*/training_runs.csv`, {n_cells} cells pooled): {len(training)} runs; "
+        f"{int((~at_cap).sum())} stopped when their loss levelled off, {int(at_cap.sum())} reached the {cap}-step "
+        "cap without levelling off ("
+        + (", ".join(f"`{v}` {n} of {runs_of[v]}" for v, n in capped.items()) or "none")
+        + "). The training-runs table's reading (the rule of [method.md](method.md#training-regimes), on every "
+        f"fifth step's logged loss): {int(counts.get(PLATEAUED, 0))} plateaued, "
+        f"{int(counts.get(STILL_LEARNING, 0))} still learning, {int(counts.get(NOT_LEARNING, 0))} not learning"
+        + (
+            " (" + ", ".join(f"`{v}` {n} of {runs_of[v]}" for v, n in not_learning.items()) + ")"
+            if len(not_learning)
+            else ""
+        )
+        + f". {disagree} of the runs it reads as still learning had stopped before the cap: the stopping rule "
+        "reads every step's loss, the table every fifth, and near the boundary the two readings differ.",
+    ]
+
+
+def batch_effect_2_section(folder: Path) -> list[str]:
+    """The second batch-effect grid: its development choice, the verdict per arm and probe, every arm's
+    F1, patient decodability and robustness index per k, the gene side, the runs and the wall time.
+    """
+    reading = json.loads((folder / "reading.json").read_text())
+    grid = pd.read_csv(folder / "grid.csv")
+    genes = pd.read_csv(folder / "gene_side.csv")
+    choice_path = RESULTS / "batch_effect_2_dev" / "choice.json"
+    choice = json.loads(choice_path.read_text()) if choice_path.exists() else {}
+    cells = {p.parent.name: json.loads(p.read_text()) for p in sorted((folder / "cells").glob("*/cell.json"))}
+    seeds = sorted({int(x) for c in cells.values() for x in c["params"]["image_runs"]["seeds"]})
+    ks = sorted(grid["k"].unique())
+    arms = next(iter(reading["arms"].values()))
+    verdict_lines = [
+        "| probe | arm | verdict | Δ k=0 | Δ k=1 | Δ k=3 | decod. below clip, k=3 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for probe, by_arm in reading["arms"].items():
+        for arm, v in by_arm.items():
+            delta = v["delta_by_k"]
+            verdict_lines.append(
+                f"| {probe} | {arm} | {v['verdict']} | {_stat_text(delta.get('k0'))} | "
+                f"{_stat_text(delta.get('k1'))} | {_stat_text(delta.get('k3'))} | "
+                f"{_fmt(v.get('decodability_below_clip_k3'), True)} |"
+            )
+    first = next(iter(arms.values()))
+    controls = "; ".join(
+        f"{probe}: {_stat_text(by_arm[next(iter(by_arm))]['control'])}, "
+        f"{'passes' if by_arm[next(iter(by_arm))]['control_passes'] else 'fails'}"
+        for probe, by_arm in reading["arms"].items()
+    )
+    oracles = "; ".join(
+        f"{probe}: {_stat_text(by_arm[next(iter(by_arm))]['oracle_vs_clip_k3'])}"
+        for probe, by_arm in reading["arms"].items()
+    )
+    table = [
+        "| s | probe | arm | " + " | ".join(f"F1 k={k:g} | decod. k={k:g} | RI k={k:g}" for k in ks) + " |",
+        "|---|---|---|" + "---|---|---|" * len(ks),
+    ]
+    for (s, probe, variant), rows in grid.sort_values(
+        ["s", "probe", "variant"], ascending=[False, False, True]
+    ).groupby(["s", "probe", "variant"], sort=False):
+        by_k = rows.set_index("k")
+        values = []
+        for k in ks:
+            row = by_k.loc[k] if k in by_k.index else None
+            values += (
+                ["", "", ""]
+                if row is None
+                else [
+                    _fmt(row["macro_f1_mean"]),
+                    _fmt(row["patient_decodability"]),
+                    _fmt(row["robustness_index"]),
+                ]
+            )
+        table.append(f"| {s:g} | {probe} | {variant} | " + " | ".join(values) + " |")
+    gene_lines = [
+        "| s | k | gene embedding | patient decodability | robustness index |",
+        "|---|---|---|---|---|",
+    ]
+    for _, r in (
+        genes.dropna(subset=["patient_decodability"])
+        .sort_values(["s", "k", "embedding"], ascending=[False, True, True])
+        .iterrows()
+    ):
+        gene_lines.append(
+            f"| {r['s']:g} | {r['k']:g} | {r['embedding']} | {_fmt(r['patient_decodability'])} | "
+            f"{_fmt(r['robustness_index'])} |"
+        )
+    training_paths = sorted((folder / "cells").glob("*/training_runs.csv"))
+    training = pd.concat([pd.read_csv(p) for p in training_paths], ignore_index=True)
+    cap = max(int(c["params"]["contrastive"].get("max_steps", 2000)) for c in cells.values())
+    cohort_seed = next(iter(cells.values()))["params"]["demo_cohort"]["seed"]
+    wall = sum(float(c["wall_seconds"]) for c in cells.values())
+    d1, d2 = choice.get("d1", {}), choice.get("d2", {})
+    return [
+        "## The second batch-effect grid: a passing control, a patient-free k = 0, arms that remove the patient "
+        "(simulated)",
+        "",
+        "Produced by",
+        "",
+        "```bash",
+        f"{BATCH_EFFECT_2_COMMAND} --develop   # the regime and the adversary's weight, on the development cohort",
+        f"{BATCH_EFFECT_2_COMMAND} --stain 3   # the evaluated s = 3 column, the one the reading uses",
+        "```",
+        "",
+        f"from `{folder.relative_to(ROOT).as_posix()}/` (`grid.csv`, `deltas.csv`, `gene_side.csv`, "
+        f"`reading.json`; each cell's tables under `cells/`). {len(cells)} cells ({', '.join(cells)}), "
+        f"6-patient demo (simulator seed {cohort_seed}; the development cohort is seed 1), every patient held out, "
+        f"seeds {_seeds(seeds)} averaged within a fold, n = {reading['n_folds']} held-out patients. "
+        f"Regime chosen on the development cohort: `{d1.get('regime', '?')}` (each run stops when its loss "
+        f"levels off, capped at {cap} steps); the patient adversary's weight: {d2.get('weight', '?')}. Arms and the "
+        "pre-registered reading: the script's docstring. The oracle is CLIP of the k = 0 cell (same images, "
+        "spots and labels). Δ: the arm − `clip`, macro-F1, paired per fold, 95% t interval, folds ahead.",
+        "",
+        f"**Verdict (pre-registered, read at s = {reading['read_at_s']:g}): {reading['headline']}.** "
+        f"Probes whose positive control passes: {', '.join(reading['probes_read']) or 'none'}. "
+        f"Positive control (`supervised` − `imagenet`): {controls}. Oracle − `clip` at k = 3: {oracles}. "
+        f"CLIP's patient-decodability rise from k = 0 to 3: {_fmt(first.get('clip_decodability_rise'), True)}.",
+        "",
+        *verdict_lines,
+        "",
+        "Macro-F1 (mean over held-out patients), image-side patient decodability (training patients, "
+        "class-balanced, chance 0.2) and robustness index (RI) of every arm in its own space (trained: adapter; "
+        "imagenet: backbone):",
+        "",
+        *table,
+        "",
+        "The gene side (each fold's gene embedding of its training patients, mean over folds; `pca` is "
+        "uncorrected expression):",
+        "",
+        *gene_lines,
+        "",
+        *_stopped_runs_text(training, cap, len(training_paths)),
+        "",
+        _training_table(training),
+        "",
+        f"**Wall time**: {_minutes(wall)} over the {len(cells)} cells ("
+        + ", ".join(f"{name} {_minutes(float(c['wall_seconds']))}" for name, c in cells.items())
+        + "; 2 workers).",
+        "",
+    ]
+
+
 GENE_ENCODERS_COMMAND = ".venv/bin/python benchmarks/bench_gene_encoders.py"
 _GENE_ORDER = [
     "pca",
@@ -981,6 +1145,8 @@ def render() -> str:
     out += ablation_section()
     if (RESULTS / "batch_effect_demo" / "reading.json").exists():
         out += batch_effect_section(RESULTS / "batch_effect_demo")
+    if (RESULTS / "batch_effect_2" / "reading.json").exists():
+        out += batch_effect_2_section(RESULTS / "batch_effect_2")
     for folder in sorted(RESULTS.glob("her2st_*")):
         if (folder / "run.json").exists():
             out += her2st_section(folder)
