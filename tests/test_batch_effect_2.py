@@ -130,7 +130,7 @@ def test_the_committed_development_tables_and_choices_are_what_its_cells_give(be
 
 
 # The grid's committed folders: the smoke run (development cohort) and, once run, the evaluated grid.
-GRIDS = [("batch_effect_2_quick", len(["A", "B"]))]
+GRIDS = [("batch_effect_2_quick", len(["A", "B"])), ("batch_effect_2", 6)]
 
 
 @pytest.mark.parametrize(("name", "n_folds"), GRIDS)
