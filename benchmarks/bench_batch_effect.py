@@ -138,7 +138,7 @@ def cell_params(k: float, s: float, seeds, folds) -> dict:
         "variants": SINGLE,
         "gene_vae": {"seed": 0},
         "gene_scorecard": {"seed": 0},
-        "contrastive": {"progress_bar": False},
+        "contrastive": {"progress_bar": False, "stop_at_plateau": False},  # as it ran: 2,000 steps each
     }
 
 

@@ -65,7 +65,8 @@ class TrainingConfig:
     # Training views (and the frozen regime's cached views): PatchAugment's parameters.
     augment: dict = field(default_factory=lambda: dict(DEMO_AUGMENT))
     progress_bar: bool = True
-    log_every_n_steps: int = 5
+    # Every step: the training-runs table then reads the losses PlateauStopping read.
+    log_every_n_steps: int = 1
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any] | None) -> TrainingConfig:
