@@ -44,10 +44,10 @@ class TrainingConfig:
     # "train" re-estimates them on the training patches, which fits them to the cohort's stains.
     batch_norm: str = "frozen"
     epochs: int = 2
-    max_steps: int | None = 2000  # optimiser steps per run, whatever the data size; None: epochs decide
+    max_steps: int | None = 2000  # the cap on optimiser steps per run, whatever the data size; None: epochs
     # Stop a run before max_steps once its loss has levelled off (models/plateau_stopping.py): checked
-    # every plateau_check_every steps from plateau_min_steps on.
-    stop_at_plateau: bool = False
+    # every plateau_check_every steps from plateau_min_steps on. False: every run takes max_steps.
+    stop_at_plateau: bool = True
     plateau_min_steps: int = 200
     plateau_check_every: int = 50
     batch_size: int = 128
