@@ -665,15 +665,13 @@ def batch_effect_2_section(folder: Path) -> list[str]:
                 f"{_fmt(v.get('decodability_below_clip_k3'), True)} |"
             )
     first = next(iter(arms.values()))
+    # The control and the oracle are the same for every arm of a probe: read them off its first arm.
+    per_probe = {probe: next(iter(by_arm.values())) for probe, by_arm in reading["arms"].items()}
     controls = "; ".join(
-        f"{probe}: {_stat_text(by_arm[next(iter(by_arm))]['control'])}, "
-        f"{'passes' if by_arm[next(iter(by_arm))]['control_passes'] else 'fails'}"
-        for probe, by_arm in reading["arms"].items()
+        f"{probe}: {_stat_text(v['control'])}, {'passes' if v['control_passes'] else 'fails'}"
+        for probe, v in per_probe.items()
     )
-    oracles = "; ".join(
-        f"{probe}: {_stat_text(by_arm[next(iter(by_arm))]['oracle_vs_clip_k3'])}"
-        for probe, by_arm in reading["arms"].items()
-    )
+    oracles = "; ".join(f"{probe}: {_stat_text(v['oracle_vs_clip_k3'])}" for probe, v in per_probe.items())
     table = [
         "| s | probe | arm | " + " | ".join(f"F1 k={k:g} | decod. k={k:g} | RI k={k:g}" for k in ks) + " |",
         "|---|---|---|" + "---|---|---|" * len(ks),
