@@ -9,10 +9,11 @@ either, so it trains to the 2,000-step cap. The candidate lever: next to the pla
 :func:`~tpir_kedro.models.training_runs.loss_state` at a check from step N on (checks every 50 steps,
 the plateau stop's cadence).
 
-Pre-registered before it ran: the lever is adopted for some N only if, on the development cohort (the
-second grid's ``--develop`` runs: demo simulator seed 1, never the evaluated seed 0), no run that it
-would have stopped went on to learn by its end (its whole history's ``loss_fell``). It reads training
-losses only, no held-out score.
+The criterion: the lever is adopted for some N only if, on the development cohort (the second grid's
+``--develop`` runs: demo simulator seed 1, never the evaluated seed 0), no run that it would have
+stopped went on to learn by its end (its whole history's ``loss_fell``). It reads training losses
+only, no held-out score. (Written down after a first look at the same runs, not before: a rule that
+stops runs which later learn is wrong whatever one expected.)
 
 It reads the step losses Lightning logged for each development run (``metrics.csv`` under the
 development work folder; every fifth step, as those runs logged) and writes
