@@ -610,6 +610,34 @@ def _stat_text(stats: dict | None) -> str:
     return f"{stats['mean']:+.3f} [{low:+.3f}, {high:+.3f}] ({stats['folds_ahead']})"
 
 
+def _descriptive_deltas(deltas: pd.DataFrame, s: float) -> list[str]:
+    """The paired differences of a column the reading does not use (its s), per probe and comparison:
+    mean [95% interval] (folds ahead/n) at each k.
+    """
+    rows = deltas[deltas["s"] == s]
+    ks = sorted(rows["k"].unique())
+    lines = [
+        "| probe | comparison | " + " | ".join(f"Δ k={k:g}" for k in ks) + " |",
+        "|---|---|" + "---|" * len(ks),
+    ]
+    for (probe, comparison), group in rows.sort_values(
+        ["probe", "comparison"], ascending=[False, True]
+    ).groupby(["probe", "comparison"], sort=False):
+        by_k = group.set_index("k")
+        cells = [
+            ""
+            if k not in by_k.index or pd.isna((r := by_k.loc[k])["mean_difference"])
+            # the oracle is the k = 0 cell's clip: against clip at k = 0 it is the same runs
+            else "0 (the same runs)"
+            if r["mean_difference"] == 0 and r["ci_low"] == r["ci_high"] == 0
+            else f"{r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
+            f"({int(r['n_folds_ahead'])}/{int(r['n_folds'])})"
+            for k in ks
+        ]
+        lines.append(f"| {probe} | {comparison.replace('_vs_', ' − ')} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _stopped_runs_text(training: pd.DataFrame, cap: int, n_cells: int) -> list[str]:
     """Runs that stop at their plateau: how many stopped and how many ran to the cap, per variant, and
     where the training-runs table's reading disagrees with the stopping rule's.
@@ -711,6 +739,21 @@ def batch_effect_2_section(folder: Path) -> list[str]:
     cap = max(int(c["params"]["contrastive"].get("max_steps", 2000)) for c in cells.values())
     cohort_seed = next(iter(cells.values()))["params"]["demo_cohort"]["seed"]
     wall = sum(float(c["wall_seconds"]) for c in cells.values())
+    deltas = pd.read_csv(folder / "deltas.csv")
+    other_s = sorted({float(x) for x in deltas["s"].unique()} - {float(reading["read_at_s"])}, reverse=True)
+    descriptive = []
+    for s in other_s:
+        descriptive += [
+            f"**The s = {s:g} column, descriptive** (not part of the verdict, which is read at s = "
+            f"{reading['read_at_s']:g}; its own positive control and oracle, the k = 0 cell of s = {s:g}):",
+            "",
+            *_descriptive_deltas(deltas, s),
+            "",
+        ]
+    by_s: dict[float, float] = {}
+    for c in cells.values():
+        stain = float(c["params"]["demo_cohort"]["stain_strength"])
+        by_s[stain] = by_s.get(stain, 0.0) + float(c["wall_seconds"])
     d1, d2 = choice.get("d1", {}), choice.get("d2", {})
     return [
         "## The second batch-effect grid: a passing control, a patient-free k = 0, arms that remove the patient "
@@ -721,6 +764,11 @@ def batch_effect_2_section(folder: Path) -> list[str]:
         "```bash",
         f"{BATCH_EFFECT_2_COMMAND} --develop   # the regime and the adversary's weight, on the development cohort",
         f"{BATCH_EFFECT_2_COMMAND} --stain 3   # the evaluated s = 3 column, the one the reading uses",
+        *(
+            [f"{BATCH_EFFECT_2_COMMAND} --stain 1   # the s = 1 column, descriptive, outside the 2 h budget"]
+            if 1.0 in by_s
+            else []
+        ),
         "```",
         "",
         f"from `{folder.relative_to(ROOT).as_posix()}/` (`grid.csv`, `deltas.csv`, `gene_side.csv`, "
@@ -739,6 +787,7 @@ def batch_effect_2_section(folder: Path) -> list[str]:
         "",
         *verdict_lines,
         "",
+        *descriptive,
         "Macro-F1 (mean over held-out patients), image-side patient decodability (training patients, "
         "class-balanced, chance 0.2) and robustness index (RI) of every arm in its own space (trained: adapter; "
         "imagenet: backbone):",
@@ -755,6 +804,8 @@ def batch_effect_2_section(folder: Path) -> list[str]:
         _training_table(training),
         "",
         f"**Wall time**: {_minutes(wall)} over the {len(cells)} cells ("
+        + "; ".join(f"s = {s:g}: {_minutes(t)}" for s, t in sorted(by_s.items(), reverse=True))
+        + "; "
         + ", ".join(f"{name} {_minutes(float(c['wall_seconds']))}" for name, c in cells.items())
         + "; 2 workers).",
         "",
