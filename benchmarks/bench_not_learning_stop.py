@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tpir_kedro.models.training_config import TrainingConfig
 from tpir_kedro.models.training_runs import NOT_LEARNING, loss_state
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "benchmarks" / "results" / "batch_effect_2_dev"
 STARTS = (200, 300, 500, 750, 1000)
-CHECK_EVERY = 50  # the plateau stop's cadence (conf/base plateau_check_every)
+CHECK_EVERY = TrainingConfig().plateau_check_every  # the plateau stop's cadence (= conf/base's, by a test)
 
 
 def first_not_learning_check(steps: np.ndarray, loss: np.ndarray, start: int) -> int | None:

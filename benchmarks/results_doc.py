@@ -630,8 +630,13 @@ def _descriptive_deltas(deltas: pd.DataFrame, s: float) -> list[str]:
             # the oracle is the k = 0 cell's clip: against clip at k = 0 it is the same runs
             else "0 (the same runs)"
             if r["mean_difference"] == 0 and r["ci_low"] == r["ci_high"] == 0
-            else f"{r['mean_difference']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] "
-            f"({int(r['n_folds_ahead'])}/{int(r['n_folds'])})"
+            else _stat_text(
+                {
+                    "mean": r["mean_difference"],
+                    "ci": [r["ci_low"], r["ci_high"]],
+                    "folds_ahead": f"{int(r['n_folds_ahead'])}/{int(r['n_folds'])}",
+                }
+            )
             for k in ks
         ]
         lines.append(f"| {probe} | {comparison.replace('_vs_', ' − ')} | " + " | ".join(cells) + " |")
@@ -738,7 +743,6 @@ def batch_effect_2_section(folder: Path) -> list[str]:
     training = pd.concat([pd.read_csv(p) for p in training_paths], ignore_index=True)
     cap = max(int(c["params"]["contrastive"].get("max_steps", 2000)) for c in cells.values())
     cohort_seed = next(iter(cells.values()))["params"]["demo_cohort"]["seed"]
-    wall = sum(float(c["wall_seconds"]) for c in cells.values())
     deltas = pd.read_csv(folder / "deltas.csv")
     other_s = sorted({float(x) for x in deltas["s"].unique()} - {float(reading["read_at_s"])}, reverse=True)
     descriptive = []
@@ -754,6 +758,7 @@ def batch_effect_2_section(folder: Path) -> list[str]:
     for c in cells.values():
         stain = float(c["params"]["demo_cohort"]["stain_strength"])
         by_s[stain] = by_s.get(stain, 0.0) + float(c["wall_seconds"])
+    wall = sum(by_s.values())
     d1, d2 = choice.get("d1", {}), choice.get("d2", {})
     return [
         "## The second batch-effect grid: a passing control, a patient-free k = 0, arms that remove the patient "
@@ -765,9 +770,8 @@ def batch_effect_2_section(folder: Path) -> list[str]:
         f"{BATCH_EFFECT_2_COMMAND} --develop   # the regime and the adversary's weight, on the development cohort",
         f"{BATCH_EFFECT_2_COMMAND} --stain 3   # the evaluated s = 3 column, the one the reading uses",
         *(
-            [f"{BATCH_EFFECT_2_COMMAND} --stain 1   # the s = 1 column, descriptive, outside the 2 h budget"]
-            if 1.0 in by_s
-            else []
+            f"{BATCH_EFFECT_2_COMMAND} --stain {s:g}   # the s = {s:g} column, descriptive, outside the 2 h budget"
+            for s in other_s
         ),
         "```",
         "",
